@@ -1,0 +1,85 @@
+"""The model zoo: recurrent backbones and task heads in Keras 3.
+
+    import zoo
+    model = zoo.build("classifier", cell="gru", vocabulary_size=20_000, pooling="max")
+    model = zoo.build_preset("ptb_small", vocabulary_size=10_001)
+    zoo.list_presets()
+"""
+
+from __future__ import annotations
+
+import inspect
+
+from zoo.backbone import RecurrentBackbone
+from zoo.cells import CELL_TYPES, GATES, GatedLSTMCell
+from zoo.models import POOLINGS, LanguageModel, SentenceClassifier, SequenceTagger
+from zoo.presets import PRESETS, get_preset, list_presets
+
+TASK_MODELS = {
+    "language_model": LanguageModel,
+    "classifier": SentenceClassifier,
+    "tagger": SequenceTagger,
+}
+TASKS = tuple(TASK_MODELS)
+
+
+def model_class(task: str):
+    """The model class of `task`; ValueError listing the valid tasks if unknown."""
+    if task not in TASK_MODELS:
+        raise ValueError(f"Unknown task {task!r}. Valid tasks: {', '.join(TASKS)}.")
+    return TASK_MODELS[task]
+
+
+def valid_options(task: str) -> list[str]:
+    """Constructor options a model of `task` accepts."""
+    cls = model_class(task)
+    names = set(inspect.signature(cls.__init__).parameters)
+    names |= set(inspect.signature(RecurrentBackbone.__init__).parameters)
+    names -= {"self", "kwargs", "cell"}
+    if task == "language_model":
+        names.discard("bidirectional")
+    return sorted(names)
+
+
+def build(task: str, cell: str = "lstm", **options):
+    """Builds a model of `task` with recurrent cell `cell`.
+
+    Args:
+        task: "language_model", "classifier" or "tagger".
+        cell: "simple_rnn", "lstm", "gru" or "gated_lstm".
+        **options: Model options, e.g. vocabulary_size (required), embedding_dim,
+            hidden_dim, num_layers, dropout, bidirectional, pooling, num_classes,
+            num_tags, tie_weights, learned_initial_state, gates, peepholes.
+
+    Raises:
+        ValueError: unknown task, cell or option (naming the valid ones), or
+            invalid values.
+    """
+    cls = model_class(task)
+    if cell not in CELL_TYPES:
+        raise ValueError(f"Unknown cell {cell!r}. Valid cells: {', '.join(CELL_TYPES)}.")
+    allowed = valid_options(task)
+    unknown = sorted(set(options) - set(allowed))
+    if unknown:
+        raise ValueError(
+            f"Unknown option(s) {unknown} for task {task!r}. Valid options: {', '.join(allowed)}."
+        )
+    if "vocabulary_size" not in options:
+        raise ValueError("vocabulary_size is required (the size of the data's vocabulary).")
+    return cls(cell=cell, **options)
+
+
+def build_preset(name: str, **overrides):
+    """Builds preset `name`'s model; `overrides` replace or add model options."""
+    preset = get_preset(name)
+    options = {**preset["model"], **overrides}
+    cell = options.pop("cell", "lstm")
+    return build(preset["task"], cell=cell, **options)
+
+
+__all__ = [
+    "CELL_TYPES", "GATES", "POOLINGS", "PRESETS", "TASKS", "TASK_MODELS",
+    "GatedLSTMCell", "LanguageModel", "RecurrentBackbone", "SentenceClassifier",
+    "SequenceTagger", "build", "build_preset", "get_preset", "list_presets",
+    "model_class", "valid_options",
+]
