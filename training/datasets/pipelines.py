@@ -1,0 +1,175 @@
+"""tf.data pipelines that turn classification and tagging records into batches.
+
+Batches are right-padded with `PAD_ID` (0) to the longest sentence of that
+batch, not of the corpus, so a batch of short sentences stays small; the
+models mask padding, as docs/serving_contract.md requires. Language-model
+batches are different (fixed-length windows of one stream) and live in
+`training.lm_batching`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import tensorflow as tf
+
+from training.datasets.records import ClassificationData, TaggingData
+from training.errors import DataError
+from training.vocab import PAD_ID, LabelVocabulary, Vocabulary
+
+
+def classification_dataset(
+    data: ClassificationData,
+    vocab: Vocabulary,
+    batch_size: int,
+    *,
+    shuffle: bool = False,
+    seed: int = 0,
+    max_length: int | None = None,
+) -> tf.data.Dataset:
+    """Batches sentences with their class ids.
+
+    Args:
+        data: The sentences and labels.
+        vocab: Maps tokens to ids; unknown tokens become `<unk>`.
+        batch_size: Sentences per batch; the last batch may be smaller, so
+            evaluation sees every sentence.
+        shuffle: Reorder the sentences, differently on each pass over the
+            dataset (epoch); the sequence of orders depends only on `seed`.
+        seed: The shuffle seed.
+        max_length: If given, sentences are cut to their first `max_length`
+            tokens to bound memory on very long inputs.
+
+    Returns:
+        A dataset of `(token_ids, labels)`: `int32 [batch, time]` right-padded
+        with 0, and `int32 [batch]`.
+
+    Raises:
+        ValueError: If `batch_size` or `max_length` is not positive, or `data`
+            is empty.
+    """
+    if max_length is not None and max_length < 1:
+        raise ValueError(f"max_length must be at least 1, got {max_length}")
+    token_ids = [vocab.encode(sentence[:max_length]) for sentence in data.sentences]
+    labels = np.asarray(data.labels, dtype=np.int32)
+    return _padded_batches(
+        [(token_ids, np.int32)],
+        labels,
+        batch_size,
+        shuffle=shuffle,
+        seed=seed,
+        source=data.source,
+    )
+
+
+def tagging_dataset(
+    data: TaggingData,
+    vocab: Vocabulary,
+    tags: LabelVocabulary,
+    batch_size: int,
+    *,
+    shuffle: bool = False,
+    seed: int = 0,
+) -> tf.data.Dataset:
+    """Batches sentences with one tag id per token.
+
+    Tag id 0 is a real tag, so padded positions are told apart by the sample
+    weight, not the tag id: pass the weight to Keras (`fit` takes
+    `(x, y, sample_weight)` tuples) so padding adds nothing to loss or
+    accuracy.
+
+    Args:
+        data: The sentences and tags.
+        vocab: Maps tokens to ids; unknown tokens become `<unk>`.
+        tags: Maps tag names to ids.
+        batch_size: Sentences per batch; the last batch may be smaller.
+        shuffle: Reorder the sentences on each pass, see
+            `classification_dataset`.
+        seed: The shuffle seed.
+
+    Returns:
+        A dataset of `(token_ids, tag_ids, sample_weight)`, each `[batch,
+        time]`: `int32` ids right-padded with 0, and `float32` weights that are
+        1 on real tokens and 0 on padding.
+
+    Raises:
+        DataError: If a tag is not in `tags` (e.g. a dev tag unseen in train).
+        ValueError: If `batch_size` is not positive or `data` is empty.
+    """
+    token_ids = [vocab.encode(sentence) for sentence in data.sentences]
+    tag_ids = [tags.encode(sentence_tags) for sentence_tags in data.tags]
+    weights = [[1.0] * len(sentence) for sentence in data.sentences]
+    return _padded_batches(
+        [(token_ids, np.int32), (tag_ids, np.int32), (weights, np.float32)],
+        None,
+        batch_size,
+        shuffle=shuffle,
+        seed=seed,
+        source=data.source,
+    )
+
+
+def _padded_batches(
+    sequence_columns: list[tuple[list[Sequence[float]], type]],
+    labels: np.ndarray | None,
+    batch_size: int,
+    *,
+    shuffle: bool,
+    seed: int,
+    source: str,
+) -> tf.data.Dataset:
+    """Shuffles and pads parallel per-sentence columns into batches.
+
+    Args:
+        sequence_columns: `(rows, dtype)` pairs; each holds one row per
+            sentence (ids or weights), and the rows of one sentence have the
+            same length. Every column is padded with 0: `PAD_ID` for tokens,
+            and for tags and weights a value the zero weight switches off.
+        labels: One scalar per sentence, appended to each element unpadded;
+            or None.
+        batch_size: Sentences per batch.
+        shuffle: Reshuffle on each pass over the dataset.
+        seed: The shuffle seed.
+        source: Where the data came from, for the error message.
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+    num_examples = len(sequence_columns[0][0])
+    if num_examples == 0:
+        raise DataError(f"{source}: no sentences to batch")
+    # Ragged tensors let tf.data slice the whole corpus in-graph; a Python
+    # generator would hold the GIL on every element.
+    elements = [_ragged(rows, dtype) for rows, dtype in sequence_columns]
+    if labels is not None:
+        elements.append(tf.constant(labels))
+    dataset = tf.data.Dataset.from_tensor_slices(tuple(elements))
+    if shuffle:
+        # A buffer as large as the corpus gives a uniform shuffle; the corpora
+        # here (tens of thousands of sentences) fit in memory many times over.
+        dataset = dataset.shuffle(num_examples, seed=seed, reshuffle_each_iteration=True)
+    # ragged_batch then to_tensor pads each batch to its own longest row (as
+    # padded_batch would, which does not accept ragged elements).
+    dataset = dataset.ragged_batch(batch_size).map(
+        _pad_ragged, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True
+    )
+    return dataset.prefetch(tf.data.AUTOTUNE)
+
+
+def _pad_ragged(*columns: tf.Tensor | tf.RaggedTensor) -> tuple[tf.Tensor, ...]:
+    """Right-pads the ragged columns of a batch with 0 (`PAD_ID` for tokens)."""
+    return tuple(
+        column.to_tensor(default_value=tf.cast(PAD_ID, column.dtype))
+        if isinstance(column, tf.RaggedTensor)
+        else column
+        for column in columns
+    )
+
+
+def _ragged(rows: list[Sequence[float]], dtype: type) -> tf.RaggedTensor:
+    """Stacks variable-length rows into a `[num_rows, None]` ragged tensor."""
+    lengths = np.fromiter((len(row) for row in rows), dtype=np.int64, count=len(rows))
+    values = np.fromiter(
+        (value for row in rows for value in row), dtype=dtype, count=int(lengths.sum())
+    )
+    return tf.RaggedTensor.from_row_lengths(values, lengths)

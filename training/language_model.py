@@ -1,0 +1,155 @@
+"""Language-model training with truncated backpropagation through time.
+
+Zaremba et al. (2014) cut the corpus into `batch_size` contiguous streams and
+walk them `num_steps` tokens at a time; the recurrent state at the end of one
+batch is where the next batch starts, so the model sees dependencies longer
+than `num_steps` while gradients stop at the batch edge. `CarriedStateTrainer`
+wraps a zoo `LanguageModel` to do that inside `keras.Model.fit`: it keeps the
+state in non-trainable variables, one for training and one for evaluation, and
+`CarriedStateReset` puts the state back to the start at each epoch and each
+evaluation.
+"""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from training.lm_batching import lm_dataset, num_batches
+from training.metrics import perplexity
+
+
+class CarriedStateTrainer(keras.Model):
+    """Trains a zoo LanguageModel with its state carried across batches.
+
+    Args:
+        language_model: A built or unbuilt `zoo.LanguageModel`.
+        batch_size: The number of streams (fixed: row j of every batch
+            continues row j of the previous one).
+
+    The wrapped model is what gets saved and exported; the trainer only adds
+    the carried state. `reset_state()` starts every stream again from the
+    model's initial state (zeros, or the learned state, which then receives
+    gradients from the first batch after a reset).
+    """
+
+    def __init__(self, language_model, batch_size: int, **kwargs):
+        super().__init__(**kwargs)
+        self.language_model = language_model
+        self.batch_size = int(batch_size)
+        size = language_model.state_size
+        self.train_state = self.add_weight(
+            shape=(self.batch_size, size), initializer="zeros", trainable=False, name="train_state"
+        )
+        self.eval_state = self.add_weight(
+            shape=(self.batch_size, size), initializer="zeros", trainable=False, name="eval_state"
+        )
+        # True right after a reset: the step then starts from the model's
+        # initial state instead of the carried one.
+        self.train_at_start = self.add_weight(
+            shape=(), dtype="bool", initializer="ones", trainable=False, name="train_at_start"
+        )
+        self.eval_at_start = self.add_weight(
+            shape=(), dtype="bool", initializer="ones", trainable=False, name="eval_at_start"
+        )
+
+        self.build((self.batch_size, None))
+
+    def build(self, token_ids_shape):
+        if not self.language_model.built:
+            self.language_model.build(token_ids_shape)
+        self.built = True
+
+    def call(self, token_ids, training=None):
+        return self.language_model(token_ids, training=training)
+
+    def reset_state(self, which: str = "both") -> None:
+        """Marks the train and/or eval streams as starting again."""
+        if which in ("train", "both"):
+            self.train_at_start.assign(True)
+        if which in ("eval", "both"):
+            self.eval_at_start.assign(True)
+
+    def _start_state(self, carried, at_start):
+        initial = self.language_model.initial_state(self.batch_size)
+        return tf.where(at_start, initial, carried)
+
+    def train_step(self, data):
+        token_ids, targets, _ = keras.utils.unpack_x_y_sample_weight(data)
+        with tf.GradientTape() as tape:
+            state = self._start_state(self.train_state, self.train_at_start)
+            logits, new_state = self.language_model(
+                token_ids, initial_state=state, return_state=True, training=True
+            )  # (batch, time, vocabulary), (batch, state)
+            loss = self.compute_loss(x=token_ids, y=targets, y_pred=logits, training=True)
+        variables = self.trainable_variables
+        gradients = tape.gradient(loss, variables)
+        self.optimizer.apply_gradients(zip(gradients, variables))
+        # The state moves on; the gradient stops at the batch edge (truncated BPTT).
+        self.train_state.assign(tf.stop_gradient(new_state))
+        self.train_at_start.assign(False)
+        return self._update_metrics(loss, targets, logits)
+
+    def test_step(self, data):
+        token_ids, targets, _ = keras.utils.unpack_x_y_sample_weight(data)
+        state = self._start_state(self.eval_state, self.eval_at_start)
+        logits, new_state = self.language_model(
+            token_ids, initial_state=state, return_state=True, training=False
+        )
+        loss = self.compute_loss(x=token_ids, y=targets, y_pred=logits, training=False)
+        self.eval_state.assign(new_state)
+        self.eval_at_start.assign(False)
+        return self._update_metrics(loss, targets, logits)
+
+    def _update_metrics(self, loss, targets, logits):
+        for metric in self.metrics:
+            if metric.name == "loss":
+                metric.update_state(loss)
+            else:
+                metric.update_state(targets, logits)
+        return {metric.name: metric.result() for metric in self.metrics}
+
+
+class CarriedStateReset(keras.callbacks.Callback):
+    """Restarts the training streams each epoch and the eval streams each evaluation."""
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.model.reset_state("train")
+
+    def on_test_begin(self, logs=None):
+        self.model.reset_state("eval")
+
+
+def evaluate_language_model(model, token_ids, *, batch_size: int = 10, num_steps: int = 35) -> dict:
+    """Mean cross-entropy and perplexity of `model` on a token-id stream.
+
+    The stream is evaluated the way it is trained: `batch_size` contiguous
+    streams, the state carried across windows of `num_steps`. The tail that
+    does not fill a window is dropped (at most batch_size * (num_steps + 1)
+    tokens).
+
+    Returns:
+        {"cross_entropy": nats per token, "perplexity": exp of it, "tokens": n}
+    """
+    token_ids = np.asarray(token_ids)
+    batch_size = min(batch_size, max(1, (len(token_ids) - 1) // (num_steps + 1)))
+    if num_batches(len(token_ids), batch_size, num_steps) == 0:
+        raise ValueError(
+            f"{len(token_ids)} tokens are too few to evaluate with num_steps={num_steps}."
+        )
+
+    @tf.function(reduce_retracing=True)
+    def window_loss(inputs, targets, state):
+        logits, new_state = model(inputs, initial_state=state, return_state=True, training=False)
+        cross_entropy = keras.losses.sparse_categorical_crossentropy(targets, logits, from_logits=True)
+        return tf.reduce_sum(cross_entropy), new_state
+
+    state = model.initial_state(batch_size)
+    total, count = 0.0, 0
+    for inputs, targets in lm_dataset(token_ids, batch_size, num_steps):
+        loss_sum, state = window_loss(inputs, targets, state)
+        total += float(loss_sum)
+        count += int(np.prod(targets.shape))
+    mean = total / count
+    return {"cross_entropy": mean, "perplexity": perplexity(mean), "tokens": count}

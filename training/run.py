@@ -1,0 +1,347 @@
+"""One training run, start to finish: data, vocabulary, model, fit, evaluation, files.
+
+`resolve_config` merges a preset (or task defaults) with the user's overrides
+into one plain dict; `train` runs it and leaves a run directory behind:
+
+    <output_dir>/
+      config.json       the resolved config (what `serving.export` needs to rebuild inputs)
+      vocabulary.json   built from the train split only
+      labels.json       class or tag names (classifier, tagger)
+      model.keras       the trained model (`keras.saving.load_model` after `import zoo`)
+      metrics.json      dev metrics after training
+      history.csv       per-epoch metrics; curves.png, the same as a plot
+      tensorboard/      TensorBoard logs
+      checkpoint.weights.h5, backup/   resume state (see below)
+
+Interrupting a run and starting the same command again resumes from the last
+finished epoch (Keras `BackupAndRestore`); the vocabulary is reloaded, not
+rebuilt, so ids stay the same.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+import logging
+import shlex
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import keras
+import numpy as np
+
+import zoo
+from training.datasets import classification_dataset, load_split, tagging_dataset
+from training.language_model import CarriedStateReset, CarriedStateTrainer, evaluate_language_model
+from training.lm_batching import lm_dataset
+from training.metrics import Perplexity, per_tag_accuracy
+from training.plots import PlotHistory, plot_history
+from training.schedules import zaremba_learning_rate
+from training.vocab import LabelVocabulary, Vocabulary
+
+logger = logging.getLogger(__name__)
+
+TASK_TRAINING_DEFAULTS = {
+    "language_model": {"batch_size": 20, "num_steps": 35, "epochs": 5, "optimizer": "adam",
+                       "learning_rate": 1e-3, "clip_norm": 5.0},
+    "classifier": {"batch_size": 32, "epochs": 5, "optimizer": "adam", "learning_rate": 1e-3,
+                   "clip_norm": 5.0, "early_stopping_patience": 2},
+    "tagger": {"batch_size": 32, "epochs": 5, "optimizer": "adam", "learning_rate": 1e-3,
+               "clip_norm": 5.0, "early_stopping_patience": 2},
+}
+TRAINING_KEYS = ("batch_size", "num_steps", "epochs", "optimizer", "learning_rate", "lr_decay",
+                 "decay_start_epoch", "clip_norm", "early_stopping_patience")
+DATA_KEYS = ("source", "dev_source", "level", "tag_column", "valid_fraction", "data_dir",
+             "max_train", "max_dev", "vocabulary_min_count", "vocabulary_max_size")
+OPTIMIZERS = {
+    "sgd": keras.optimizers.SGD,
+    "adam": keras.optimizers.Adam,
+    "adagrad": keras.optimizers.Adagrad,
+    "rmsprop": keras.optimizers.RMSprop,
+}
+
+
+def resolve_config(
+    *,
+    preset: str | None = None,
+    task: str | None = None,
+    cell: str | None = None,
+    model: dict | None = None,
+    training: dict | None = None,
+    data: dict | None = None,
+    output_dir: str | None = None,
+    seed: int = 0,
+) -> dict:
+    """Merges a preset or task defaults with overrides into one validated config.
+
+    Raises:
+        ValueError: no preset and no task, a task that contradicts the preset,
+            unknown training or data keys, unknown model options.
+    """
+    base = zoo.get_preset(preset) if preset else None
+    if base is None and task is None:
+        raise ValueError("Give a --preset or a --task (one of: " + ", ".join(zoo.TASKS) + ").")
+    if base is not None and task is not None and task != base["task"]:
+        raise ValueError(f"Preset {preset!r} is a {base['task']} preset, not {task!r}.")
+    task = task or base["task"]
+    zoo.model_class(task)  # raises on an unknown task
+
+    model_options = copy.deepcopy(base["model"]) if base else {}
+    model_options.update(model or {})
+    cell = cell or model_options.pop("cell", None) or "lstm"
+    model_options.pop("cell", None)
+    unknown = sorted(set(model_options) - set(zoo.valid_options(task)))
+    if unknown:
+        raise ValueError(f"Unknown model option(s) {unknown} for {task}. "
+                         f"Valid options: {', '.join(zoo.valid_options(task))}.")
+
+    training_options = dict(TASK_TRAINING_DEFAULTS[task])
+    training_options.update(base["training"] if base else {})
+    training_options.update({k: v for k, v in (training or {}).items() if v is not None})
+    _reject_unknown("training", training_options, TRAINING_KEYS)
+    if training_options["optimizer"] not in OPTIMIZERS:
+        raise ValueError(f"Unknown optimizer {training_options['optimizer']!r}. "
+                         f"Valid optimizers: {', '.join(OPTIMIZERS)}.")
+
+    data_options = {"level": "word", "tag_column": "upos", "valid_fraction": 0.1}
+    if base:
+        data_options["level"] = base.get("data", {}).get("level", "word")
+        data_options["source"] = base.get("data", {}).get("tfds")
+    data_options.update({k: v for k, v in (data or {}).items() if v is not None})
+    _reject_unknown("data", data_options, DATA_KEYS)
+    if not data_options.get("source"):
+        raise ValueError("No data source: give --data (a local file or directory, or a "
+                         "tensorflow-datasets name).")
+
+    name = preset or f"{task}_{cell}"
+    return {
+        "task": task,
+        "preset": preset,
+        "cell": cell,
+        "model": model_options,
+        "training": training_options,
+        "data": data_options,
+        "seed": int(seed),
+        "output_dir": str(output_dir or Path("runs") / name),
+    }
+
+
+def _reject_unknown(kind, options, valid):
+    unknown = sorted(set(options) - set(valid))
+    if unknown:
+        raise ValueError(f"Unknown {kind} option(s) {unknown}. Valid options: {', '.join(valid)}.")
+
+
+# === Data ===
+
+
+@dataclass
+class PreparedData:
+    """The splits of a run, encoded, with their vocabularies."""
+
+    vocabulary: Vocabulary
+    labels: LabelVocabulary | None
+    train: object
+    dev: object
+
+
+def load_data(config: dict, run_dir: Path | None = None) -> PreparedData:
+    """Loads train and dev splits and the vocabularies (reloaded when resuming)."""
+    task, data = config["task"], config["data"]
+    options = {"level": data["level"], "tag_column": data["tag_column"],
+               "valid_fraction": data["valid_fraction"], "data_dir": data.get("data_dir")}
+    train = load_split(task, data["source"], "train", **options)
+    dev = load_split(task, data.get("dev_source") or data["source"], "dev", **options)
+    train, dev = _limit(train, data.get("max_train")), _limit(dev, data.get("max_dev"))
+
+    vocabulary_path = run_dir / "vocabulary.json" if run_dir else None
+    if vocabulary_path and vocabulary_path.exists():
+        vocabulary = Vocabulary.load(vocabulary_path)
+    else:
+        sequences = [train.tokens] if task == "language_model" else train.sentences
+        vocabulary = Vocabulary.build(sequences, min_count=data.get("vocabulary_min_count") or 1,
+                                      max_size=data.get("vocabulary_max_size"))
+    labels = None
+    if task == "classifier":
+        labels = LabelVocabulary(train.label_names)
+    elif task == "tagger":
+        labels_path = run_dir / "labels.json" if run_dir else None
+        if labels_path and labels_path.exists():
+            labels = LabelVocabulary.load(labels_path)
+        else:
+            labels = LabelVocabulary.build(train.tags)
+    return PreparedData(vocabulary, labels, train, dev)
+
+
+def _limit(split, limit):
+    """The first `limit` sentences (or tokens, for language models) of a split."""
+    if not limit:
+        return split
+    fields = ("tokens", "sentences", "labels", "tags")
+    return dataclasses.replace(
+        split, **{name: getattr(split, name)[:limit] for name in fields if hasattr(split, name)})
+
+
+def make_datasets(config: dict, prepared: PreparedData, *, shuffle_train: bool = True):
+    """tf.data pipelines for train and dev, as the task needs them."""
+    task, training = config["task"], config["training"]
+    batch_size, vocabulary = training["batch_size"], prepared.vocabulary
+    if task == "language_model":
+        steps = training["num_steps"]
+        train_ids = vocabulary.encode(prepared.train.tokens)
+        dev_ids = vocabulary.encode(prepared.dev.tokens)
+        return lm_dataset(train_ids, batch_size, steps), lm_dataset(dev_ids, batch_size, steps)
+    if task == "classifier":
+        make = lambda split, shuffle: classification_dataset(  # noqa: E731
+            split, vocabulary, batch_size, shuffle=shuffle, seed=config["seed"])
+    else:
+        make = lambda split, shuffle: tagging_dataset(  # noqa: E731
+            split, vocabulary, prepared.labels, batch_size, shuffle=shuffle, seed=config["seed"])
+    return make(prepared.train, shuffle_train), make(prepared.dev, False)
+
+
+# === Model ===
+
+
+def build_model(config: dict, prepared: PreparedData):
+    """The zoo model for the config, sized to the data's vocabulary and labels."""
+    options = dict(config["model"])
+    options["vocabulary_size"] = len(prepared.vocabulary)
+    if config["task"] == "classifier":
+        options["num_classes"] = len(prepared.labels)
+    elif config["task"] == "tagger":
+        options["num_tags"] = len(prepared.labels)
+    return zoo.build(config["task"], cell=config["cell"], **options)
+
+
+def compile_for_training(model, config: dict):
+    """Wraps language models for carried state; compiles with the config's optimizer.
+
+    Returns:
+        The keras.Model to call `fit` on (the model itself, or its trainer).
+    """
+    training = config["training"]
+    optimizer = OPTIMIZERS[training["optimizer"]](
+        learning_rate=training["learning_rate"],
+        # Clipping by the global norm of all gradients, as Zaremba et al. do.
+        global_clipnorm=training.get("clip_norm"),
+    )
+    loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    if config["task"] == "language_model":
+        trainer = CarriedStateTrainer(model, batch_size=training["batch_size"])
+        trainer.compile(optimizer=optimizer, loss=loss, metrics=[Perplexity()])
+        return trainer
+    accuracy = keras.metrics.SparseCategoricalAccuracy(name="accuracy")
+    model.build((None, None))  # BackupAndRestore needs built weights before fit
+    if config["task"] == "tagger":
+        # Padding positions carry sample weight 0: weighted metrics skip them.
+        model.compile(optimizer=optimizer, loss=loss, weighted_metrics=[accuracy])
+    else:
+        model.compile(optimizer=optimizer, loss=loss, metrics=[accuracy])
+    return model
+
+
+def make_callbacks(config: dict, run_dir: Path) -> list:
+    """Resume, checkpoints, logs, plots, the learning-rate schedule, early stopping."""
+    training, task = config["training"], config["task"]
+    title = config["preset"] or f"{task} ({config['cell']})"
+    callbacks = [
+        keras.callbacks.BackupAndRestore(str(run_dir / "backup")),
+        keras.callbacks.ModelCheckpoint(str(run_dir / "checkpoint.weights.h5"), save_weights_only=True),
+        keras.callbacks.CSVLogger(str(run_dir / "history.csv"), append=True),
+        PlotHistory(run_dir / "history.csv", run_dir / "curves.png", title),
+        keras.callbacks.TensorBoard(str(run_dir / "tensorboard")),
+    ]
+    if training.get("lr_decay") and training.get("decay_start_epoch"):
+        callbacks.append(keras.callbacks.LearningRateScheduler(
+            lambda epoch, _: zaremba_learning_rate(epoch, training["learning_rate"],
+                                                   training["lr_decay"], training["decay_start_epoch"])))
+    if task == "language_model":
+        callbacks.append(CarriedStateReset())
+    elif training.get("early_stopping_patience"):
+        callbacks.append(keras.callbacks.EarlyStopping(
+            monitor="val_accuracy", mode="max", patience=training["early_stopping_patience"],
+            restore_best_weights=True))
+    return callbacks
+
+
+# === Evaluation ===
+
+
+def evaluate(model, config: dict, prepared: PreparedData, split) -> dict:
+    """Dev metrics of a trained model: perplexity, accuracy, per-tag accuracy."""
+    task, training = config["task"], config["training"]
+    vocabulary = prepared.vocabulary
+    if task == "language_model":
+        return evaluate_language_model(model, vocabulary.encode(split.tokens),
+                                       batch_size=training["batch_size"],
+                                       num_steps=training["num_steps"])
+    if task == "classifier":
+        dataset = classification_dataset(split, vocabulary, 256)
+        predictions = np.concatenate([np.argmax(model(x, training=False), -1) for x, _ in dataset])
+        gold = np.asarray(split.labels)
+        return {"accuracy": float((predictions == gold).mean()), "examples": int(len(gold))}
+    dataset = tagging_dataset(split, vocabulary, prepared.labels, 256)
+    predicted = []
+    for token_ids, _, _ in dataset:
+        best = np.argmax(model(token_ids, training=False), -1)
+        lengths = (np.asarray(token_ids) != 0).sum(1)
+        predicted.extend(row[:length].tolist() for row, length in zip(best, lengths))
+    gold = [prepared.labels.encode(tags) for tags in split.tags]
+    correct = sum(int((np.asarray(g) == np.asarray(p)).sum()) for g, p in zip(gold, predicted))
+    total = sum(len(g) for g in gold)
+    return {"accuracy": correct / total, "tokens": total,
+            "per_tag": per_tag_accuracy(gold, predicted, prepared.labels.names)}
+
+
+# === The run ===
+
+
+def train(config: dict, *, verbose="auto") -> dict:
+    """Trains, evaluates and saves one run. Returns the metrics written to metrics.json."""
+    run_dir = Path(config["output_dir"])
+    run_dir.mkdir(parents=True, exist_ok=True)
+    resuming = (run_dir / "backup").exists()
+    if not resuming:
+        for stale in ("history.csv", "metrics.json"):
+            (run_dir / stale).unlink(missing_ok=True)
+    keras.utils.set_random_seed(config["seed"])
+
+    started = time.time()
+    prepared = load_data(config, run_dir)
+    prepared.vocabulary.save(run_dir / "vocabulary.json")
+    if prepared.labels is not None:
+        prepared.labels.save(run_dir / "labels.json")
+    config = {**config, "command": " ".join(shlex.quote(a) for a in sys.argv)}
+    _write_json(run_dir / "config.json", config)
+    logger.info("data: vocabulary %d, %s", len(prepared.vocabulary),
+                "resuming from backup" if resuming else "fresh run")
+
+    model = build_model(config, prepared)
+    trainable = compile_for_training(model, config)
+    train_data, dev_data = make_datasets(config, prepared)
+    trainable.fit(train_data, validation_data=dev_data, epochs=config["training"]["epochs"],
+                  callbacks=make_callbacks(config, run_dir), verbose=verbose, shuffle=False)
+
+    metrics = {"dev": evaluate(model, config, prepared, prepared.dev),
+               "train_seconds": round(time.time() - started, 1),
+               "parameters": int(model.count_params()),
+               "data": {"source": config["data"]["source"], "train_size": _size(prepared.train),
+                        "dev_size": _size(prepared.dev)}}
+    model.save(run_dir / "model.keras")
+    _write_json(run_dir / "metrics.json", metrics)
+    if (run_dir / "history.csv").exists():
+        plot_history(run_dir / "history.csv", run_dir / "curves.png", config["preset"] or config["task"])
+    logger.info("dev metrics: %s", {k: v for k, v in metrics["dev"].items() if k != "per_tag"})
+    return metrics
+
+
+def _size(split) -> int:
+    return len(split.tokens) if hasattr(split, "tokens") else len(split.sentences)
+
+
+def _write_json(path: Path, value) -> None:
+    path.write_text(json.dumps(value, indent=2, sort_keys=True) + "\n", encoding="utf-8")

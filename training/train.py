@@ -1,0 +1,117 @@
+"""Train a zoo model on a corpus: `rnn-zoo-train --help`.
+
+    rnn-zoo-train --preset ptb_small --data ../shared/data/ptb
+    rnn-zoo-train --preset sst_bilstm --data glue/sst2 --epochs 3
+    rnn-zoo-train --task tagger --cell gru --set bidirectional=true --set hidden_dim=64 \\
+        --data ../shared/data/ud_english_ewt --output_dir runs/ewt_gru
+
+Running the same command again after an interruption resumes from the last
+finished epoch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+
+import zoo
+from training.errors import DataError
+from training.run import DATA_KEYS, OPTIMIZERS, resolve_config, train
+
+
+def parse_assignment(text: str) -> tuple[str, object]:
+    """`key=value` with the value read as JSON when it parses (numbers, true, lists), else a string."""
+    if "=" not in text:
+        raise argparse.ArgumentTypeError(f"expected key=value, got {text!r}")
+    key, raw = text.split("=", 1)
+    try:
+        value = json.loads(raw)
+    except json.JSONDecodeError:
+        value = raw
+    return key.strip(), value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="rnn-zoo-train",
+        description="Train a recurrent model (language model, SST classifier, POS tagger) "
+                    "with Keras, evaluate it on dev, and write a run directory.",
+        epilog="Presets: " + ", ".join(zoo.list_presets()),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    what = parser.add_argument_group("what to train")
+    what.add_argument("--preset", help="a named configuration (see --list_presets)")
+    what.add_argument("--task", choices=zoo.TASKS, help="the task, when not using a preset")
+    what.add_argument("--cell", choices=zoo.CELL_TYPES, help="recurrent cell (overrides the preset)")
+    what.add_argument("--set", dest="model_options", action="append", default=[], type=parse_assignment,
+                      metavar="KEY=VALUE", help="a model option, e.g. hidden_dim=64, "
+                      "bidirectional=true, gates=input+output (repeatable)")
+    what.add_argument("--list_presets", action="store_true", help="list presets and exit")
+
+    data = parser.add_argument_group("data")
+    data.add_argument("--data", dest="source", help="a local file or directory in the task's "
+                      "standard format, or a tensorflow-datasets name (glue/sst2, "
+                      "universal_dependencies/en_ewt, tiny_shakespeare)")
+    data.add_argument("--dev_data", dest="dev_source", help="dev split source, if not found beside --data")
+    data.add_argument("--level", choices=("word", "char"), help="language-model tokens")
+    data.add_argument("--tag_column", choices=("upos", "xpos"), help="CoNLL-U tag column")
+    data.add_argument("--data_dir", help="tensorflow-datasets data directory")
+    data.add_argument("--max_train", type=int, help="use only the first N train sentences (tokens for LMs)")
+    data.add_argument("--max_dev", type=int, help="use only the first N dev sentences (tokens for LMs)")
+    data.add_argument("--vocabulary_max_size", type=int, help="keep the N most frequent tokens")
+    data.add_argument("--vocabulary_min_count", type=int, help="drop tokens seen fewer times")
+
+    fit = parser.add_argument_group("training (overrides the preset)")
+    fit.add_argument("--epochs", type=int)
+    fit.add_argument("--batch_size", type=int)
+    fit.add_argument("--num_steps", type=int, help="truncated-BPTT window (language models)")
+    fit.add_argument("--optimizer", choices=sorted(OPTIMIZERS))
+    fit.add_argument("--learning_rate", type=float)
+    fit.add_argument("--clip_norm", type=float, help="clip gradients to this global norm")
+    fit.add_argument("--early_stopping_patience", type=int)
+    parser.add_argument("--output_dir", help="run directory (default runs/<preset or task_cell>)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--verbose", choices=("auto", "0", "1", "2"), default="auto",
+                        help="Keras progress output: 1 progress bar, 2 one line per epoch")
+    parser.add_argument("--dry_run", action="store_true", help="print the resolved config and exit")
+    return parser
+
+
+def main(argv=None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    args = build_parser().parse_args(argv)
+    if args.list_presets:
+        for name in zoo.list_presets():
+            preset = zoo.get_preset(name)
+            print(f"{name:24s} {preset['task']:15s} {preset['description']}")
+        return 0
+    try:
+        config = resolve_config(
+            preset=args.preset,
+            task=args.task,
+            cell=args.cell,
+            model=dict(args.model_options),
+            training={key: getattr(args, key) for key in (
+                "epochs", "batch_size", "num_steps", "optimizer", "learning_rate", "clip_norm",
+                "early_stopping_patience")},
+            data={key: getattr(args, key) for key in DATA_KEYS if hasattr(args, key)},
+            output_dir=args.output_dir,
+            seed=args.seed,
+        )
+        if args.dry_run:
+            print(json.dumps(config, indent=2, sort_keys=True))
+            return 0
+        verbose = args.verbose if args.verbose == "auto" else int(args.verbose)
+        metrics = train(config, verbose=verbose)
+    except (DataError, ValueError) as error:
+        print(f"rnn-zoo-train: error: {error}", file=sys.stderr)
+        return 2
+    dev = {k: v for k, v in metrics["dev"].items() if k != "per_tag"}
+    print(json.dumps({"run": config["output_dir"], "dev": dev}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
