@@ -236,3 +236,14 @@ def test_cli_help_and_dry_run(capsys):
 def test_evaluate_cli_on_a_missing_run(tmp_path, capsys):
     assert evaluate_cli.main(["--run", str(tmp_path / "nothing")]) == 2
     assert "no such file" in capsys.readouterr().err
+
+
+def test_single_file_classifier_needs_dev_data_and_uses_it(tmp_path, capsys):
+    data = write_sst(tmp_path / "sst")
+    args = ["--task", "classifier", "--data", str(data / "stsa.binary.train"), "--epochs", "1",
+            "--output_dir", str(tmp_path / "run"), *SMALL]
+    assert train_cli.main(args) == 2
+    assert "give its dev split with --dev_data" in capsys.readouterr().err
+    assert train_cli.main(args + ["--dev_data", str(data / "stsa.binary.dev")]) == 0
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["data"]["dev_size"] == 32 and metrics["data"]["train_size"] == 64

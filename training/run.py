@@ -154,7 +154,14 @@ def load_data(config: dict, run_dir: Path | None = None) -> PreparedData:
     options = {"level": data["level"], "tag_column": data["tag_column"],
                "valid_fraction": data["valid_fraction"], "data_dir": data.get("data_dir")}
     train = load_split(task, data["source"], "train", **options)
-    dev = load_split(task, data.get("dev_source") or data["source"], "dev", **options)
+    if data.get("dev_source"):
+        # An explicit dev file is read whole, never cut into train and dev parts.
+        dev = load_split(task, data["dev_source"], "dev", **{**options, "valid_fraction": 0.0})
+    elif task != "language_model" and Path(data["source"]).is_file():
+        raise ValueError(f"{data['source']} is a single file: give its dev split with --dev_data "
+                         "(or --data a directory holding both splits).")
+    else:
+        dev = load_split(task, data["source"], "dev", **options)
     train, dev = _limit(train, data.get("max_train")), _limit(dev, data.get("max_dev"))
 
     vocabulary_path = run_dir / "vocabulary.json" if run_dir else None

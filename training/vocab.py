@@ -17,6 +17,7 @@ import json
 import logging
 import os
 from collections.abc import Iterable, Sequence
+from typing import TypeVar
 
 from training.errors import DataError
 
@@ -30,6 +31,8 @@ OOV_ID = 1
 # How many names an error message lists before it stops; a 10,000-word
 # vocabulary in a message helps nobody.
 _MAX_NAMES_IN_MESSAGE = 20
+
+_Table = TypeVar("_Table", bound="_IdTable")
 
 
 class _IdTable:
@@ -88,7 +91,7 @@ class _IdTable:
             file.write("\n")
 
     @classmethod
-    def load(cls, path: str | os.PathLike):
+    def load(cls: type[_Table], path: str | os.PathLike) -> _Table:
         """Reads a file written by `save`.
 
         Raises:

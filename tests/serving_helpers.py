@@ -1,0 +1,541 @@
+"""Shared helpers for the model-server tests: tiny SavedModels and a real server.
+
+The toy models follow docs/serving_contract.md (signature names, dtypes,
+right-padding with 0 / "", masked padding, outputs with a time axis) so the
+server is tested against the same conventions the zoo's exporter keeps, without
+waiting for a trained model. Their weights come from a seeded generator, so
+version 1 and version 2 of a model give different, reproducible outputs.
+
+Reuse from other test modules:
+
+    from serving_helpers import build_toy_models, running_server, free_port
+
+    models_root = build_toy_models(tmp_path)          # lm/, classifier/, tagger/
+    with running_server(model_base_dir=models_root) as server:
+        stub = server.prediction_stub()
+"""
+
+import contextlib
+import dataclasses
+import logging
+import os
+import pathlib
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+
+import numpy as np
+
+logger = logging.getLogger(__name__)
+
+# === Toy model settings ===
+
+LANGUAGE_MODEL_NAME = "lm"
+CLASSIFIER_NAME = "classifier"
+TAGGER_NAME = "tagger"
+
+TOY_VOCABULARY = (
+    "<pad>", "<unk>", "the", "a", "cat", "dog", "sat", "ran", "on", "mat",
+    "good", "bad", "movie", "very", "is", "not",
+)
+TOY_CLASS_NAMES = ("negative", "positive")
+TOY_TAG_NAMES = ("DET", "NOUN", "VERB", "ADP", "ADJ", "ADV")
+TOY_EMBEDDING_DIM = 4
+TOY_STATE_SIZE = 3
+CLASSIFY_METHOD_NAME = "tensorflow/serving/classify"
+
+_SERVER_MODULE = "serving.server"
+_REPOSITORY_ROOT = pathlib.Path(__file__).resolve().parent.parent
+
+
+# === Toy SavedModels ===
+
+
+def _seeded_matrix(generator: np.random.Generator, shape: Sequence[int]) -> np.ndarray:
+    """Returns float32 weights small enough that tanh/softmax stay well-conditioned."""
+    return generator.normal(0.0, 0.7, size=shape).astype(np.float32)
+
+
+def _make_language_model_module(tf):
+    """Builds the toy language model: an Elman RNN over a fixed word vocabulary."""
+    vocabulary_size = len(TOY_VOCABULARY)
+
+    class ToyLanguageModel(tf.Module):
+        """Word-level SimpleRNN language model with the contract's six signatures."""
+
+        def __init__(self):
+            super().__init__()
+            words = tf.constant(TOY_VOCABULARY[2:])
+            ids = tf.range(2, vocabulary_size, dtype=tf.int64)
+            self.table = tf.lookup.StaticHashTable(
+                tf.lookup.KeyValueTensorInitializer(words, ids), default_value=1)
+            self.words = tf.Variable(list(TOY_VOCABULARY), trainable=False)
+            self.embedding = tf.Variable(tf.zeros([vocabulary_size, TOY_EMBEDDING_DIM]))
+            self.input_kernel = tf.Variable(tf.zeros([TOY_EMBEDDING_DIM, TOY_STATE_SIZE]))
+            self.recurrent_kernel = tf.Variable(tf.zeros([TOY_STATE_SIZE, TOY_STATE_SIZE]))
+            self.bias = tf.Variable(tf.zeros([TOY_STATE_SIZE]))
+            self.output_kernel = tf.Variable(tf.zeros([TOY_STATE_SIZE, vocabulary_size]))
+            self.output_bias = tf.Variable(tf.zeros([vocabulary_size]))
+
+        def set_weights(self, seed: int) -> None:
+            generator = np.random.default_rng(seed)
+            for variable in (self.embedding, self.input_kernel, self.recurrent_kernel,
+                             self.bias, self.output_kernel, self.output_bias):
+                variable.assign(_seeded_matrix(generator, variable.shape))
+
+        def _tokenize(self, text):
+            words = tf.strings.split(text)
+            ids = tf.ragged.map_flat_values(self.table.lookup, words)
+            return ids.to_tensor(default_value=0), ids.row_lengths()
+
+        def _unroll(self, token_ids, state):
+            """Runs the RNN over right-padded ids; padding leaves the state as it is."""
+            mask = tf.not_equal(token_ids, 0)  # (batch, time)
+            embedded = tf.gather(self.embedding, token_ids)  # (batch, time, embedding)
+            batch_size = tf.shape(token_ids)[0]
+            zero_logits = tf.zeros([batch_size, vocabulary_size])
+
+            def cell(carry, inputs):
+                previous_state, last_logits, _ = carry
+                features, row_mask = inputs
+                candidate = tf.tanh(features @ self.input_kernel
+                                    + previous_state @ self.recurrent_kernel + self.bias)
+                logits = candidate @ self.output_kernel + self.output_bias
+                row_mask = row_mask[:, None]
+                return (tf.where(row_mask, candidate, previous_state),
+                        tf.where(row_mask, logits, last_logits),
+                        tf.where(row_mask, logits, zero_logits))
+
+            states, last_logits, step_logits = tf.scan(
+                cell,
+                (tf.transpose(embedded, [1, 0, 2]), tf.transpose(mask)),
+                initializer=(state, zero_logits, zero_logits))
+            # Prepending the initial values makes an empty time axis come out right.
+            final_state = tf.concat([state[None], states], axis=0)[-1]
+            final_logits = tf.concat([zero_logits[None], last_logits], axis=0)[-1]
+            return final_state, final_logits, tf.transpose(step_logits, [1, 0, 2])
+
+        @tf.function(input_signature=[tf.TensorSpec([None, None], tf.int64, name="token_ids")])
+        def serving_default(self, token_ids):
+            state = tf.zeros([tf.shape(token_ids)[0], TOY_STATE_SIZE])
+            _, _, logits = self._unroll(token_ids, state)
+            return {"logits": logits}
+
+        @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="text")])
+        def tokenize(self, text):
+            token_ids, lengths = self._tokenize(text)
+            return {"token_ids": token_ids, "lengths": lengths}
+
+        @tf.function(input_signature=[tf.TensorSpec([None, None], tf.int64, name="token_ids")])
+        def detokenize(self, token_ids):
+            words = tf.ragged.boolean_mask(tf.gather(self.words, token_ids),
+                                           tf.not_equal(token_ids, 0))
+            return {"text": tf.strings.reduce_join(words, axis=1, separator=" ")}
+
+        @tf.function(input_signature=[tf.TensorSpec([], tf.int32, name="batch_size")])
+        def initial_state(self, batch_size):
+            return {"state": tf.zeros([batch_size, TOY_STATE_SIZE])}
+
+        @tf.function(input_signature=[
+            tf.TensorSpec([None, None], tf.int64, name="token_ids"),
+            tf.TensorSpec([None, TOY_STATE_SIZE], tf.float32, name="state")])
+        def step(self, token_ids, state):
+            new_state, logits, _ = self._unroll(token_ids, state)
+            return {"logits": logits, "state": new_state}
+
+        @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="text")])
+        def score(self, text):
+            token_ids, _ = self._tokenize(text)
+            state = tf.zeros([tf.shape(token_ids)[0], TOY_STATE_SIZE])
+            _, _, logits = self._unroll(token_ids, state)
+            log_probabilities = tf.nn.log_softmax(logits[:, :-1])
+            targets = token_ids[:, 1:]
+            target_log_probabilities = tf.gather(log_probabilities, targets, batch_dims=2)
+            mask = tf.not_equal(targets, 0)
+            log_prob = tf.reduce_sum(tf.where(mask, target_log_probabilities, 0.0), axis=1)
+            return {"log_prob": log_prob,
+                    "num_tokens": tf.reduce_sum(tf.cast(mask, tf.int64), axis=1)}
+
+        def signatures(self):
+            return {name: getattr(self, name) for name in (
+                "serving_default", "tokenize", "detokenize", "initial_state", "step", "score")}
+
+    return ToyLanguageModel()
+
+
+def _make_classifier_module(tf):
+    """Builds the toy sentence classifier: masked mean of embeddings, then softmax."""
+    vocabulary_size = len(TOY_VOCABULARY)
+    num_classes = len(TOY_CLASS_NAMES)
+
+    class ToyClassifier(tf.Module):
+        """Bag-of-words classifier with `serving_default` and a Classify-method `classify`."""
+
+        def __init__(self):
+            super().__init__()
+            words = tf.constant(TOY_VOCABULARY[2:])
+            ids = tf.range(2, vocabulary_size, dtype=tf.int64)
+            self.table = tf.lookup.StaticHashTable(
+                tf.lookup.KeyValueTensorInitializer(words, ids), default_value=1)
+            self.class_names = tf.Variable(list(TOY_CLASS_NAMES), trainable=False)
+            self.embedding = tf.Variable(tf.zeros([vocabulary_size, TOY_EMBEDDING_DIM]))
+            self.kernel = tf.Variable(tf.zeros([TOY_EMBEDDING_DIM, num_classes]))
+            self.bias = tf.Variable(tf.zeros([num_classes]))
+
+        def set_weights(self, seed: int) -> None:
+            generator = np.random.default_rng(seed)
+            for variable in (self.embedding, self.kernel, self.bias):
+                variable.assign(_seeded_matrix(generator, variable.shape))
+
+        def _probabilities(self, sentences):
+            words = tf.strings.split(sentences)
+            token_ids = tf.ragged.map_flat_values(self.table.lookup, words).to_tensor(0)
+            mask = tf.cast(tf.not_equal(token_ids, 0), tf.float32)[:, :, None]
+            embedded = tf.gather(self.embedding, token_ids) * mask  # (batch, time, embedding)
+            count = tf.maximum(tf.reduce_sum(mask, axis=1), 1.0)
+            pooled = tf.reduce_sum(embedded, axis=1) / count  # (batch, embedding)
+            return tf.nn.softmax(pooled @ self.kernel + self.bias)
+
+        @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="sentences")])
+        def serving_default(self, sentences):
+            probabilities = self._probabilities(sentences)
+            label_id = tf.argmax(probabilities, axis=1)
+            return {"probabilities": probabilities, "label_id": label_id,
+                    "label": tf.gather(self.class_names, label_id)}
+
+        @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="inputs")])
+        def classify(self, inputs):
+            features = tf.io.parse_example(
+                inputs, {"text": tf.io.FixedLenFeature([], tf.string, default_value="")})
+            scores = self._probabilities(features["text"])
+            classes = tf.tile(self.class_names[None], [tf.shape(inputs)[0], 1])
+            return {"scores": scores, "classes": classes}
+
+        def signatures(self):
+            return {"serving_default": self.serving_default, "classify": self.classify}
+
+    return ToyClassifier()
+
+
+def _make_tagger_module(tf):
+    """Builds the toy sequence tagger: an independent softmax over tags per token."""
+    vocabulary_size = len(TOY_VOCABULARY)
+    num_tags = len(TOY_TAG_NAMES)
+
+    class ToyTagger(tf.Module):
+        """Per-token tagger with `serving_default` (sentences) and `tag_tokens` (tokens)."""
+
+        def __init__(self):
+            super().__init__()
+            words = tf.constant(TOY_VOCABULARY[2:])
+            ids = tf.range(2, vocabulary_size, dtype=tf.int64)
+            self.table = tf.lookup.StaticHashTable(
+                tf.lookup.KeyValueTensorInitializer(words, ids), default_value=1)
+            self.tag_names = tf.Variable(list(TOY_TAG_NAMES), trainable=False)
+            self.embedding = tf.Variable(tf.zeros([vocabulary_size, TOY_EMBEDDING_DIM]))
+            self.kernel = tf.Variable(tf.zeros([TOY_EMBEDDING_DIM, num_tags]))
+
+        def set_weights(self, seed: int) -> None:
+            generator = np.random.default_rng(seed)
+            for variable in (self.embedding, self.kernel):
+                variable.assign(_seeded_matrix(generator, variable.shape))
+
+        def _tag(self, tokens):
+            mask = tf.not_equal(tokens, "")  # (batch, time)
+            token_ids = tf.where(mask, self.table.lookup(tokens), tf.zeros_like(tokens, tf.int64))
+            probabilities = tf.nn.softmax(tf.gather(self.embedding, token_ids) @ self.kernel)
+            tag_ids = tf.argmax(probabilities, axis=2)
+            return {
+                "tokens": tokens,
+                "tags": tf.where(mask, tf.gather(self.tag_names, tag_ids), ""),
+                "probabilities": tf.where(mask, tf.reduce_max(probabilities, axis=2), 0.0),
+                "lengths": tf.reduce_sum(tf.cast(mask, tf.int64), axis=1),
+            }
+
+        @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="sentences")])
+        def serving_default(self, sentences):
+            return self._tag(tf.strings.split(sentences).to_tensor(default_value=""))
+
+        @tf.function(input_signature=[tf.TensorSpec([None, None], tf.string, name="tokens")])
+        def tag_tokens(self, tokens):
+            return self._tag(tokens)
+
+        def signatures(self):
+            return {"serving_default": self.serving_default, "tag_tokens": self.tag_tokens}
+
+    return ToyTagger()
+
+
+_MODEL_FACTORIES = {
+    LANGUAGE_MODEL_NAME: _make_language_model_module,
+    CLASSIFIER_NAME: _make_classifier_module,
+    TAGGER_NAME: _make_tagger_module,
+}
+
+
+def _mark_classify_signatures(export_dir: pathlib.Path) -> None:
+    """Rewrites the `classify` signature's method name to Classify's.
+
+    `tf.saved_model.save` writes every signature with the Predict method name;
+    TF Serving's Classify API only runs signatures whose method_name is
+    `tensorflow/serving/classify`, so the toy classifier's export is patched in
+    place. Loading ignores method names, so the model still loads as before.
+    """
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    path = export_dir / "saved_model.pb"
+    saved_model = saved_model_pb2.SavedModel.FromString(path.read_bytes())
+    for meta_graph in saved_model.meta_graphs:
+        if "classify" in meta_graph.signature_def:
+            meta_graph.signature_def["classify"].method_name = CLASSIFY_METHOD_NAME
+    path.write_bytes(saved_model.SerializeToString())
+
+
+def save_toy_model(model_name: str, export_dir: os.PathLike, seed: int) -> pathlib.Path:
+    """Exports one toy model (`lm`, `classifier` or `tagger`) to `export_dir`.
+
+    Args:
+        model_name: One of the keys of the toy model table.
+        export_dir: The version directory to write (must not exist yet).
+        seed: Seed of the weights; use the version number so versions differ.
+
+    Returns:
+        The export directory.
+    """
+    import tensorflow as tf
+
+    if model_name not in _MODEL_FACTORIES:
+        raise ValueError(f"unknown toy model {model_name!r}; expected one of {sorted(_MODEL_FACTORIES)}")
+    module = _MODEL_FACTORIES[model_name](tf)
+    module.set_weights(seed)
+    export_dir = pathlib.Path(export_dir)
+    tf.saved_model.save(module, str(export_dir), signatures=module.signatures())
+    if model_name == CLASSIFIER_NAME:
+        _mark_classify_signatures(export_dir)
+    return export_dir
+
+
+def build_toy_models(root: os.PathLike, versions: Sequence[int] = (1, 2)) -> pathlib.Path:
+    """Writes `root/<model>/<version>/` for the three toy models, once per root.
+
+    A marker file makes a second call with the same root free, so several test
+    modules can share one cache directory (building takes a few seconds).
+
+    Args:
+        root: Directory that receives one sub-directory per model.
+        versions: Version numbers to export; each uses its number as the seed.
+
+    Returns:
+        `root` as a path.
+    """
+    root = pathlib.Path(root)
+    marker = root / ".complete"
+    if marker.exists():
+        return root
+    for model_name in _MODEL_FACTORIES:
+        for version in versions:
+            save_toy_model(model_name, root / model_name / str(version), seed=version)
+    marker.write_text("ok\n")
+    return root
+
+
+def session_toy_models(tmp_path_factory) -> pathlib.Path:
+    """The toy models, built once per pytest session (pass pytest's `tmp_path_factory`).
+
+    Treat the result as read-only; copy it (`shutil.copytree`) to change it.
+    """
+    return build_toy_models(tmp_path_factory.getbasetemp() / "toy_models")
+
+
+def copy_version_atomically(source: os.PathLike, base_path: os.PathLike, version: int) -> pathlib.Path:
+    """Copies a version directory in as exporters do: to a temporary name, then rename.
+
+    The server only sees complete versions this way, as with a real export.
+    """
+    base_path = pathlib.Path(base_path)
+    temporary = pathlib.Path(tempfile.mkdtemp(prefix=".incoming-", dir=base_path))
+    shutil.copytree(source, temporary, dirs_exist_ok=True)
+    target = base_path / str(version)
+    os.rename(temporary, target)
+    return target
+
+
+def run_saved_model(export_dir: os.PathLike, signature_name: str, **inputs) -> dict:
+    """Runs a signature of a SavedModel in this process; the reference for server values."""
+    import tensorflow as tf
+
+    loaded = _loaded_models.get(str(export_dir))
+    if loaded is None:
+        loaded = tf.saved_model.load(str(export_dir))
+        _loaded_models[str(export_dir)] = loaded
+    function = loaded.signatures[signature_name]
+    tensors = {name: tf.constant(value, dtype=function.structured_input_signature[1][name].dtype)
+               for name, value in inputs.items()}
+    return {name: tensor.numpy() for name, tensor in function(**tensors).items()}
+
+
+_loaded_models: dict = {}
+
+
+# === A real server process ===
+
+
+def free_port() -> int:
+    """Returns a TCP port that was free a moment ago on 127.0.0.1."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@dataclasses.dataclass
+class ServerProcess:
+    """A model server started as `python -m serving.server`, with its ports.
+
+    Attributes:
+        process: The subprocess.
+        grpc_port: gRPC port (PredictionService, ModelService, health, reflection).
+        rest_port: REST port, or None when not enabled.
+        monitoring_port: Prometheus port, or None when not enabled.
+        log_path: File receiving the server's stdout and stderr.
+    """
+
+    process: subprocess.Popen
+    grpc_port: int
+    rest_port: int | None
+    monitoring_port: int | None
+    log_path: pathlib.Path
+
+    @property
+    def grpc_target(self) -> str:
+        return f"127.0.0.1:{self.grpc_port}"
+
+    @property
+    def rest_url(self) -> str:
+        return f"http://127.0.0.1:{self.rest_port}"
+
+    @property
+    def monitoring_url(self) -> str:
+        return f"http://127.0.0.1:{self.monitoring_port}/metrics"
+
+    def channel(self):
+        """Opens a new insecure channel to the server (the caller closes it)."""
+        import grpc
+
+        return grpc.insecure_channel(self.grpc_target)
+
+    def log_text(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
+def wait_for_health(target: str, service: str = "", timeout_seconds: float = 60.0,
+                    process: subprocess.Popen | None = None) -> None:
+    """Blocks until the gRPC health service reports SERVING for `service`.
+
+    Raises:
+        TimeoutError: The server did not become healthy in time.
+        RuntimeError: The server process exited first.
+    """
+    import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    deadline = time.monotonic() + timeout_seconds
+    with grpc.insecure_channel(target) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        while time.monotonic() < deadline:
+            if process is not None and process.poll() is not None:
+                raise RuntimeError(f"server exited with code {process.returncode} before it was healthy")
+            try:
+                response = stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=1.0)
+                if response.status == health_pb2.HealthCheckResponse.SERVING:
+                    return
+            except grpc.RpcError:
+                pass
+            time.sleep(0.1)
+    raise TimeoutError(f"server at {target} not SERVING after {timeout_seconds} s")
+
+
+def stop_server(server: ServerProcess, timeout_seconds: float = 30.0) -> int:
+    """Sends SIGTERM and waits for a graceful exit; kills the process if it hangs."""
+    if server.process.poll() is None:
+        server.process.send_signal(signal.SIGTERM)
+        try:
+            server.process.wait(timeout=timeout_seconds)
+        except subprocess.TimeoutExpired:
+            logger.error("server did not stop in %s s; killing it", timeout_seconds)
+            server.process.kill()
+            server.process.wait(timeout=timeout_seconds)
+    return server.process.returncode
+
+
+@contextlib.contextmanager
+def running_server(*, model_base_dir: os.PathLike | None = None,
+                   model_name: str | None = None,
+                   model_base_path: os.PathLike | None = None,
+                   model_config_file: os.PathLike | None = None,
+                   poll_wait_seconds: float = 1.0,
+                   rest: bool = True,
+                   monitoring: bool = True,
+                   extra_arguments: Sequence[str] = (),
+                   log_dir: os.PathLike | None = None,
+                   cwd: os.PathLike | None = None,
+                   startup_timeout_seconds: float = 90.0) -> Iterator[ServerProcess]:
+    """Starts the model server as a real subprocess on free ports, healthy on entry.
+
+    Exactly one of the model sources may be given (none serves `saved_models/`
+    of the current directory). On exit the server gets SIGTERM and must stop.
+
+    Args:
+        model_base_dir: Serve every model directory under this directory.
+        model_name: Name for `model_base_path`.
+        model_base_path: One model's base path (with `model_name`).
+        model_config_file: A ModelServerConfig text proto.
+        poll_wait_seconds: `--file_system_poll_wait_seconds`.
+        rest: Enable the REST port.
+        monitoring: Enable the Prometheus port.
+        extra_arguments: More command-line flags.
+        log_dir: Where the server log goes (a temporary directory if None).
+        cwd: Working directory of the server (default: the repository root).
+        startup_timeout_seconds: How long to wait for health SERVING.
+
+    Yields:
+        The running `ServerProcess`.
+    """
+    grpc_port = free_port()
+    rest_port = free_port() if rest else None
+    monitoring_port = free_port() if monitoring else None
+    command = [sys.executable, "-m", _SERVER_MODULE, f"--port={grpc_port}",
+               f"--file_system_poll_wait_seconds={poll_wait_seconds}", "--host=127.0.0.1"]
+    if rest_port:
+        command.append(f"--rest_api_port={rest_port}")
+    if monitoring_port:
+        command.append(f"--monitoring_port={monitoring_port}")
+    if model_base_dir is not None:
+        command.append(f"--model_base_dir={model_base_dir}")
+    if model_base_path is not None:
+        command += [f"--model_name={model_name}", f"--model_base_path={model_base_path}"]
+    if model_config_file is not None:
+        command.append(f"--model_config_file={model_config_file}")
+    command += list(extra_arguments)
+
+    log_directory = pathlib.Path(log_dir or tempfile.mkdtemp(prefix="serving-test-log-"))
+    log_path = log_directory / f"server-{grpc_port}.log"
+    environment = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONUNBUFFERED="1")
+    with open(log_path, "wb") as log_file:
+        process = subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT,
+                                   cwd=cwd or _REPOSITORY_ROOT, env=environment)
+    server = ServerProcess(process, grpc_port, rest_port, monitoring_port, log_path)
+    try:
+        wait_for_health(server.grpc_target, timeout_seconds=startup_timeout_seconds, process=process)
+        yield server
+    except BaseException:
+        stop_server(server)
+        logger.error("server log:\n%s", server.log_text())
+        raise
+    exit_code = stop_server(server)
+    if exit_code != 0:
+        raise RuntimeError(f"server did not shut down cleanly (exit code {exit_code}); log:\n{server.log_text()}")
