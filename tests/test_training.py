@@ -247,3 +247,23 @@ def test_single_file_classifier_needs_dev_data_and_uses_it(tmp_path, capsys):
     assert train_cli.main(args + ["--dev_data", str(data / "stsa.binary.dev")]) == 0
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert metrics["data"]["dev_size"] == 32 and metrics["data"]["train_size"] == 64
+
+
+def test_sum_loss_over_time_scales_the_step_by_the_window_length():
+    ids = np.arange(60) % 9 + 2
+    inputs, targets = next(iter(lm_dataset(ids, batch_size=2, num_steps=5)))
+    deltas = {}
+    for summed in (False, True):
+        model = tiny_language_model()  # same seed, same initial weights
+        model.build((2, None))
+        before = [w.numpy().copy() for w in model.trainable_weights]
+        trainer = CarriedStateTrainer(model, batch_size=2, sum_loss_over_time=summed)
+        trainer.compile(optimizer=keras.optimizers.SGD(1.0),
+                        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+        trainer.reset_state()
+        logs = trainer.train_on_batch(inputs, targets, return_dict=True)
+        deltas[summed] = np.concatenate([(w.numpy() - b).ravel() for w, b in zip(model.trainable_weights, before)])
+        deltas[f"loss_{summed}"] = logs["loss"]
+    # float32 weight differences: compare to the scale of the step.
+    np.testing.assert_allclose(deltas[True], 5 * deltas[False], atol=1e-3 * np.abs(deltas[True]).max())
+    assert deltas["loss_True"] == pytest.approx(deltas["loss_False"])  # reported per token either way

@@ -27,6 +27,12 @@ class CarriedStateTrainer(keras.Model):
         language_model: A built or unbuilt `zoo.LanguageModel`.
         batch_size: The number of streams (fixed: row j of every batch
             continues row j of the previous one).
+        sum_loss_over_time: Take gradients of the cross-entropy summed over the
+            window's time steps (and averaged over the batch), as Zaremba et
+            al.'s code does, instead of Keras' mean over all tokens. With SGD at
+            learning rate 1 this is what the paper's hyperparameters assume:
+            the per-token mean makes every step num_steps times smaller. The
+            reported loss stays the per-token mean either way.
 
     The wrapped model is what gets saved and exported; the trainer only adds
     the carried state. `reset_state()` starts every stream again from the
@@ -34,10 +40,11 @@ class CarriedStateTrainer(keras.Model):
     gradients from the first batch after a reset).
     """
 
-    def __init__(self, language_model, batch_size: int, **kwargs):
+    def __init__(self, language_model, batch_size: int, sum_loss_over_time: bool = False, **kwargs):
         super().__init__(**kwargs)
         self.language_model = language_model
         self.batch_size = int(batch_size)
+        self.sum_loss_over_time = bool(sum_loss_over_time)
         size = language_model.state_size
         self.train_state = self.add_weight(
             shape=(self.batch_size, size), initializer="zeros", trainable=False, name="train_state"
@@ -83,8 +90,11 @@ class CarriedStateTrainer(keras.Model):
                 token_ids, initial_state=state, return_state=True, training=True
             )  # (batch, time, vocabulary), (batch, state)
             loss = self.compute_loss(x=token_ids, y=targets, y_pred=logits, training=True)
+            objective = loss
+            if self.sum_loss_over_time:
+                objective = loss * tf.cast(tf.shape(token_ids)[1], loss.dtype)
         variables = self.trainable_variables
-        gradients = tape.gradient(loss, variables)
+        gradients = tape.gradient(objective, variables)
         self.optimizer.apply_gradients(zip(gradients, variables))
         # The state moves on; the gradient stops at the batch edge (truncated BPTT).
         self.train_state.assign(tf.stop_gradient(new_state))

@@ -53,7 +53,7 @@ TASK_TRAINING_DEFAULTS = {
                "clip_norm": 5.0, "early_stopping_patience": 2},
 }
 TRAINING_KEYS = ("batch_size", "num_steps", "epochs", "optimizer", "learning_rate", "lr_decay",
-                 "decay_start_epoch", "clip_norm", "early_stopping_patience")
+                 "decay_start_epoch", "clip_norm", "early_stopping_patience", "sum_loss_over_time")
 DATA_KEYS = ("source", "dev_source", "level", "tag_column", "valid_fraction", "data_dir",
              "max_train", "max_dev", "vocabulary_min_count", "vocabulary_max_size")
 OPTIMIZERS = {
@@ -238,7 +238,8 @@ def compile_for_training(model, config: dict):
     )
     loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
     if config["task"] == "language_model":
-        trainer = CarriedStateTrainer(model, batch_size=training["batch_size"])
+        trainer = CarriedStateTrainer(model, batch_size=training["batch_size"],
+                                      sum_loss_over_time=training.get("sum_loss_over_time", False))
         trainer.compile(optimizer=optimizer, loss=loss, metrics=[Perplexity()])
         return trainer
     accuracy = keras.metrics.SparseCategoricalAccuracy(name="accuracy")

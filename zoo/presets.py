@@ -26,7 +26,7 @@ PRESETS: dict[str, dict] = {
                   "dropout": 0.0, "init_scale": 0.1},
         "training": {"batch_size": 20, "num_steps": 20, "epochs": 13, "optimizer": "sgd",
                      "learning_rate": 1.0, "lr_decay": 0.5, "decay_start_epoch": 5,
-                     "clip_norm": 5.0},
+                     "sum_loss_over_time": True, "clip_norm": 5.0},
         "data": {"local": "ptb", "level": "word"},
     },
     "ptb_medium": {
@@ -37,7 +37,7 @@ PRESETS: dict[str, dict] = {
                   "dropout": 0.5, "init_scale": 0.05},
         "training": {"batch_size": 20, "num_steps": 35, "epochs": 39, "optimizer": "sgd",
                      "learning_rate": 1.0, "lr_decay": 0.8, "decay_start_epoch": 7,
-                     "clip_norm": 5.0},
+                     "sum_loss_over_time": True, "clip_norm": 5.0},
         "data": {"local": "ptb", "level": "word"},
     },
     "ptb_large": {
@@ -48,7 +48,7 @@ PRESETS: dict[str, dict] = {
                   "dropout": 0.65, "init_scale": 0.04},
         "training": {"batch_size": 20, "num_steps": 35, "epochs": 55, "optimizer": "sgd",
                      "learning_rate": 1.0, "lr_decay": 1 / 1.15, "decay_start_epoch": 15,
-                     "clip_norm": 10.0},
+                     "sum_loss_over_time": True, "clip_norm": 10.0},
         "data": {"local": "ptb", "level": "word"},
     },
     "ptb_tiny_tied": {
