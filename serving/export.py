@@ -436,7 +436,11 @@ def _save_signatures(model, tokens, *, task, level, labels, path: Path) -> tuple
     module.tokenizer = _Tokenizer(tokens, level)
     # The model's variables, tracked so the checkpoint holds them; the Keras
     # object itself stays out of the SavedModel (no custom objects at load).
-    module.model_variables = list(model.variables)
+    # Track the tf.Variables the traced functions capture (`.value`), not the
+    # Keras wrappers: with the wrappers, TF1-style loaders (`saved_model_cli
+    # run`, TensorFlow Serving's C++ server) restore variables the graph never
+    # reads and fail with "Could not find variable" (keras-team/keras#20096).
+    module.model_variables = [variable.value for variable in model.variables]
     if task == "language_model":
         signatures = _language_model_signatures(model, module.tokenizer)
     elif task == "classifier":

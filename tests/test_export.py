@@ -441,3 +441,63 @@ def test_export_run_and_cli(tmp_path):
     assert completed.returncode == 0, completed.stderr[-2000:]
     assert completed.stdout.strip() == str(base / "pos" / "1")
     assert (base / "pos" / "1" / "saved_model.pb").exists()
+
+
+# TensorFlow Serving's C++ server and `saved_model_cli run` load a SavedModel into
+# a TF1 Session and restore variables through the graph's saver, not through the
+# TF2 object graph. This runs one signature per task that way.
+SESSION_RUNNER = r"""
+import json, sys
+import numpy as np
+import tensorflow as tf
+
+spec = json.loads(open(sys.argv[1]).read())
+results = {}
+for name, (signature, feeds) in spec.items():
+    with tf.Graph().as_default(), tf.compat.v1.Session() as session:
+        meta = tf.compat.v1.saved_model.loader.load(session, ["serve"], feeds.pop("__dir__"))
+        signature_def = meta.signature_def[signature]
+        feed = {signature_def.inputs[key].name: np.asarray(value, dtype=dtype)
+                for key, (value, dtype) in feeds.items()}
+        fetches = {key: info.name for key, info in signature_def.outputs.items()}
+        values = session.run(fetches, feed_dict=feed)
+        results[name] = {key: np.asarray(value).tolist() for key, value in values.items()
+                         if np.asarray(value).dtype.kind == "f"}
+print(json.dumps(results))
+"""
+
+
+def test_tf1_session_loader_as_tf_serving_uses_restores_every_variable(exported, tmp_path):
+    state_size = exported["models"]["lm_lstm_learned"][0].state_size
+    spec = {
+        "lm_lstm_learned": ("step", {"__dir__": str(exported["paths"]["lm_lstm_learned"]),
+                                     "token_ids": (PROMPTS, "int64"),
+                                     "state": (np.zeros((len(PROMPTS), state_size)).tolist(), "float32")}),
+        "classifier": ("serving_default", {"__dir__": str(exported["paths"]["classifier"]),
+                                           "sentences": (SENTENCES, "object")}),
+        "tagger": ("serving_default", {"__dir__": str(exported["paths"]["tagger"]),
+                                       "sentences": (SENTENCES, "object")}),
+    }
+    spec_path = tmp_path / "session_spec.json"
+    spec_path.write_text(json.dumps(spec))
+    completed = subprocess.run([sys.executable, "-c", SESSION_RUNNER, str(spec_path)],
+                               env=_subprocess_env(), capture_output=True, text=True, timeout=300)
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    results = json.loads(completed.stdout.strip().splitlines()[-1])
+
+    model, _, _ = exported["models"]["lm_lstm_learned"]
+    zeros = np.zeros((len(PROMPTS), state_size), dtype="float32")
+    for row, prompt in enumerate(PROMPTS):
+        length = sum(1 for token in prompt if token)
+        if length:
+            logits, state = model(np.array([prompt[:length]]), initial_state=zeros[row:row + 1], return_state=True)
+            np.testing.assert_allclose(results["lm_lstm_learned"]["logits"][row], logits[0, -1], atol=ATOL)
+            np.testing.assert_allclose(results["lm_lstm_learned"]["state"][row], state[0], atol=ATOL)
+
+    classifier, vocabulary, _ = exported["models"]["classifier"]
+    ids = _pad([vocabulary.encode(sentence.split()) or [0] for sentence in SENTENCES])
+    expected = _softmax(np.asarray(classifier(np.array(ids))))
+    for row, sentence in enumerate(SENTENCES):
+        if sentence:
+            np.testing.assert_allclose(results["classifier"]["probabilities"][row], expected[row], atol=ATOL)
+    assert np.asarray(results["tagger"]["probabilities"]).shape[0] == len(SENTENCES)
