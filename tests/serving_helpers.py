@@ -278,22 +278,19 @@ _MODEL_FACTORIES = {
 }
 
 
-def _mark_classify_signatures(export_dir: pathlib.Path) -> None:
-    """Rewrites the `classify` signature's method name to Classify's.
+def _mark_classify_signature(tf, export_dir: pathlib.Path) -> None:
+    """Gives the `classify` signature Classify's method name.
 
     `tf.saved_model.save` writes every signature with the Predict method name;
     TF Serving's Classify API only runs signatures whose method_name is
-    `tensorflow/serving/classify`, so the toy classifier's export is patched in
-    place. Loading ignores method names, so the model still loads as before.
+    `tensorflow/serving/classify`. TensorFlow's MethodNameUpdater rewrites
+    saved_model.pb in place; loading ignores method names, so the model loads
+    as before.
     """
-    from tensorflow.core.protobuf import saved_model_pb2
-
-    path = export_dir / "saved_model.pb"
-    saved_model = saved_model_pb2.SavedModel.FromString(path.read_bytes())
-    for meta_graph in saved_model.meta_graphs:
-        if "classify" in meta_graph.signature_def:
-            meta_graph.signature_def["classify"].method_name = CLASSIFY_METHOD_NAME
-    path.write_bytes(saved_model.SerializeToString())
+    updater = tf.compat.v1.saved_model.signature_def_utils.MethodNameUpdater(str(export_dir))
+    updater.replace_method_name(signature_key="classify", method_name=CLASSIFY_METHOD_NAME,
+                                tags=tf.saved_model.SERVING)
+    updater.save()
 
 
 def save_toy_model(model_name: str, export_dir: os.PathLike, seed: int) -> pathlib.Path:
@@ -316,7 +313,7 @@ def save_toy_model(model_name: str, export_dir: os.PathLike, seed: int) -> pathl
     export_dir = pathlib.Path(export_dir)
     tf.saved_model.save(module, str(export_dir), signatures=module.signatures())
     if model_name == CLASSIFIER_NAME:
-        _mark_classify_signatures(export_dir)
+        _mark_classify_signature(tf, export_dir)
     return export_dir
 
 
@@ -444,7 +441,11 @@ def wait_for_health(target: str, service: str = "", timeout_seconds: float = 60.
     from grpc_health.v1 import health_pb2, health_pb2_grpc
 
     deadline = time.monotonic() + timeout_seconds
-    with grpc.insecure_channel(target) as channel:
+    # While the server imports TensorFlow its port is closed, and gRPC's default
+    # reconnect backoff would grow to seconds; poll at a steady short interval.
+    options = [("grpc.initial_reconnect_backoff_ms", 100), ("grpc.min_reconnect_backoff_ms", 100),
+               ("grpc.max_reconnect_backoff_ms", 200)]
+    with grpc.insecure_channel(target, options=options) as channel:
         stub = health_pb2_grpc.HealthStub(channel)
         while time.monotonic() < deadline:
             if process is not None and process.poll() is not None:
@@ -486,8 +487,9 @@ def running_server(*, model_base_dir: os.PathLike | None = None,
                    startup_timeout_seconds: float = 90.0) -> Iterator[ServerProcess]:
     """Starts the model server as a real subprocess on free ports, healthy on entry.
 
-    Exactly one of the model sources may be given (none serves `saved_models/`
-    of the current directory). On exit the server gets SIGTERM and must stop.
+    At most one model source may be given (none serves `saved_models/` of
+    `cwd`). On exit the server gets SIGTERM and must stop with exit code 0, so
+    every test using this also checks the graceful shutdown.
 
     Args:
         model_base_dir: Serve every model directory under this directory.
@@ -505,6 +507,8 @@ def running_server(*, model_base_dir: os.PathLike | None = None,
     Yields:
         The running `ServerProcess`.
     """
+    if sum(source is not None for source in (model_base_dir, model_base_path, model_config_file)) > 1:
+        raise ValueError("give at most one of model_base_dir, model_base_path and model_config_file")
     grpc_port = free_port()
     rest_port = free_port() if rest else None
     monitoring_port = free_port() if monitoring else None

@@ -1,0 +1,436 @@
+"""A thin client for the model server (or TensorFlow Serving itself): library and CLI.
+
+Library:
+
+    from serving.client import ServingClient
+
+    with ServingClient("localhost:8500", timeout_seconds=5) as client:
+        result = client.predict("lm", {"token_ids": np.array([[2, 4]], np.int64)})
+        result.outputs["logits"].shape, result.version
+        client.classify_sentences("sst2", ["a good movie"])[0].label
+        client.score("lm", ["the cat sat"])[0].perplexity
+
+CLI (one JSON object per line, except `tag`):
+
+    python -m serving.client --server localhost:8500 predict lm --signature tokenize --inputs '{"text": ["the cat"]}'
+    python -m serving.client classify sst2 "a good movie" [--api classify]
+    python -m serving.client tag pos "the cat sat"
+    python -m serving.client score lm "the cat sat"
+    python -m serving.client metadata lm
+    python -m serving.client status lm
+
+Every call has a deadline; a failed call raises `ServingClientError` with the
+gRPC code and the server's message.
+"""
+
+import argparse
+import dataclasses
+import json
+import math
+import sys
+import time
+from collections.abc import Mapping, Sequence
+
+import grpc
+import numpy as np
+from tensorflow_serving.apis import (classification_pb2, get_model_metadata_pb2, get_model_status_pb2,
+                                     model_management_pb2, model_pb2, model_service_pb2_grpc, predict_pb2,
+                                     prediction_service_pb2_grpc)
+
+from serving import tensors
+from serving.errors import ServingError
+
+DEFAULT_TARGET = "localhost:8500"
+DEFAULT_TIMEOUT_SECONDS = 10.0
+
+
+class ServingClientError(Exception):
+    """A call to the server failed.
+
+    Attributes:
+        code: The gRPC status code (NOT_FOUND, INVALID_ARGUMENT, UNAVAILABLE, ...).
+        message: The server's message (or gRPC's, when the server was not reached).
+    """
+
+    def __init__(self, code: grpc.StatusCode, message: str):
+        super().__init__(f"{code.name}: {message}")
+        self.code = code
+        self.message = message
+
+
+@dataclasses.dataclass
+class PredictResult:
+    """Outputs of a Predict call, with the version that answered."""
+
+    outputs: dict[str, np.ndarray]
+    model_name: str
+    version: int
+    signature_name: str
+
+
+@dataclasses.dataclass
+class SentenceClassification:
+    """A sentence's label and class probabilities.
+
+    Attributes:
+        label: The most probable class.
+        probabilities: By class name when the model names its classes (the
+            Classify API), else by class id as a string ("0", "1", ...).
+    """
+
+    label: str
+    probabilities: dict[str, float]
+
+
+@dataclasses.dataclass
+class TextScore:
+    """A language model's score of a text: log p(tokens 2..n | token 1) and perplexity."""
+
+    log_prob: float
+    num_tokens: int
+
+    @property
+    def perplexity(self) -> float:
+        return math.exp(-self.log_prob / self.num_tokens) if self.num_tokens else math.nan
+
+
+@dataclasses.dataclass
+class VersionState:
+    """One row of GetModelStatus."""
+
+    version: int
+    state: str
+    error_code: str
+    error_message: str
+
+
+def make_model_spec(model_name: str, signature_name: str = "", version: int | None = None,
+                    version_label: str | None = None) -> model_pb2.ModelSpec:
+    """A ModelSpec naming the latest version, a version number, or a label."""
+    if version is not None and version_label is not None:
+        raise ValueError("give a version or a version label, not both")
+    model_spec = model_pb2.ModelSpec(name=model_name, signature_name=signature_name)
+    if version is not None:
+        model_spec.version.value = version
+    elif version_label is not None:
+        model_spec.version_label = version_label
+    return model_spec
+
+
+class ServingClient:
+    """Calls PredictionService and ModelService through the official stubs.
+
+    Args:
+        target: `host:port` of the gRPC server.
+        timeout_seconds: Deadline of every call.
+        max_message_bytes: Largest message sent or received.
+    """
+
+    def __init__(self, target: str = DEFAULT_TARGET, timeout_seconds: float = DEFAULT_TIMEOUT_SECONDS,
+                 max_message_bytes: int = 256 * 1024 * 1024):
+        self.target = target
+        self.timeout_seconds = timeout_seconds
+        self._channel = grpc.insecure_channel(target, options=[
+            ("grpc.max_receive_message_length", max_message_bytes),
+            ("grpc.max_send_message_length", max_message_bytes)])
+        self._prediction = prediction_service_pb2_grpc.PredictionServiceStub(self._channel)
+        self._models = model_service_pb2_grpc.ModelServiceStub(self._channel)
+
+    def close(self) -> None:
+        self._channel.close()
+
+    def __enter__(self) -> "ServingClient":
+        return self
+
+    def __exit__(self, *exception_info) -> None:
+        self.close()
+
+    def _call(self, method, request):
+        try:
+            return method(request, timeout=self.timeout_seconds)
+        except grpc.RpcError as error:
+            raise ServingClientError(error.code(), error.details() or "") from None
+
+    # === PredictionService ===
+
+    def predict(self, model_name: str, inputs: Mapping[str, object], signature_name: str = "serving_default",
+                version: int | None = None, version_label: str | None = None,
+                output_filter: Sequence[str] = ()) -> PredictResult:
+        """Runs a signature.
+
+        Args:
+            model_name: The model.
+            inputs: {input name: array}. Pass numpy arrays of the signature's
+                dtypes (np.int64 token ids, np.float32 state); text may be str.
+            signature_name: Which signature.
+            version: A version number (default: the latest).
+            version_label: A version label instead of a number.
+            output_filter: Only these outputs (default: all).
+
+        Raises:
+            ServingClientError: The server refused or failed the request.
+        """
+        request = predict_pb2.PredictRequest(
+            model_spec=make_model_spec(model_name, signature_name, version, version_label),
+            output_filter=list(output_filter))
+        for alias, value in inputs.items():
+            request.inputs[alias].CopyFrom(tensors.numpy_to_tensor_proto(value, use_tensor_content=True))
+        response = self._call(self._prediction.Predict, request)
+        return PredictResult(tensors.outputs_to_numpy(response.outputs), response.model_spec.name,
+                             response.model_spec.version.value, response.model_spec.signature_name)
+
+    def predict_json(self, model_name: str, inputs: Mapping[str, object], signature_name: str = "serving_default",
+                     version: int | None = None, version_label: str | None = None,
+                     output_filter: Sequence[str] = ()) -> PredictResult:
+        """Like `predict`, for JSON-like inputs: each is cast to the signature's dtype.
+
+        Raises:
+            ServingClientError: The server refused the request, or an input is
+                not in the signature (INVALID_ARGUMENT, raised before sending).
+        """
+        signature = self.get_model_metadata(model_name, version, version_label).get(signature_name)
+        if signature is None:
+            raise ServingClientError(grpc.StatusCode.FAILED_PRECONDITION,
+                                     f"Serving signature key \"{signature_name}\" not found.")
+        arrays = {}
+        for alias, value in inputs.items():
+            if alias not in signature.inputs:
+                raise ServingClientError(grpc.StatusCode.INVALID_ARGUMENT,
+                                         f"{alias!r} is not an input of {signature_name}; its inputs are "
+                                         f"{sorted(signature.inputs)}")
+            try:
+                arrays[alias] = tensors.json_to_numpy(value, signature.inputs[alias].dtype, alias)
+            except ServingError as error:
+                raise ServingClientError(error.code, error.message) from None
+        return self.predict(model_name, arrays, signature_name, version, version_label, output_filter)
+
+    def classify(self, model_name: str, examples: Sequence[Mapping[str, object]], signature_name: str = "classify",
+                 context: Mapping[str, object] | None = None, version: int | None = None,
+                 version_label: str | None = None) -> list[list[tuple[str, float]]]:
+        """Calls the Classify API with tf.Examples built from feature dicts.
+
+        Args:
+            examples: One {feature: value or list} per example.
+            signature_name: A signature with method `tensorflow/serving/classify`.
+            context: Features shared by every example.
+
+        Returns:
+            Per example, (label, score) pairs in the model's class order.
+        """
+        request = classification_pb2.ClassificationRequest(
+            model_spec=make_model_spec(model_name, signature_name, version, version_label))
+        if context is not None:
+            request.input.example_list_with_context.context.CopyFrom(tensors.make_example(dict(context)))
+            request.input.example_list_with_context.examples.extend(tensors.make_example(dict(e)) for e in examples)
+        else:
+            request.input.example_list.examples.extend(tensors.make_example(dict(e)) for e in examples)
+        response = self._call(self._prediction.Classify, request)
+        return [[(entry.label, entry.score) for entry in classifications.classes]
+                for classifications in response.result.classifications]
+
+    def get_model_metadata(self, model_name: str, version: int | None = None,
+                           version_label: str | None = None) -> dict:
+        """Returns {signature name: SignatureDef} of the version (latest by default)."""
+        request = get_model_metadata_pb2.GetModelMetadataRequest(
+            model_spec=make_model_spec(model_name, "", version, version_label), metadata_field=["signature_def"])
+        response = self._call(self._prediction.GetModelMetadata, request)
+        signature_def_map = get_model_metadata_pb2.SignatureDefMap()
+        response.metadata["signature_def"].Unpack(signature_def_map)
+        return dict(signature_def_map.signature_def)
+
+    # === ModelService ===
+
+    def get_model_status(self, model_name: str, version: int | None = None,
+                         version_label: str | None = None) -> list[VersionState]:
+        """Returns the state of every version the server knows (newest first)."""
+        request = get_model_status_pb2.GetModelStatusRequest(
+            model_spec=make_model_spec(model_name, "", version, version_label))
+        response = self._call(self._models.GetModelStatus, request)
+        state_names = get_model_status_pb2.ModelVersionStatus.State
+        code_names = get_model_status_pb2.ModelVersionStatus.DESCRIPTOR.fields_by_name["status"] \
+            .message_type.fields_by_name["error_code"].enum_type
+        return [VersionState(row.version, state_names.Name(row.state),
+                             code_names.values_by_number[row.status.error_code].name
+                             if row.status.error_code in code_names.values_by_number else str(row.status.error_code),
+                             row.status.error_message)
+                for row in response.model_version_status]
+
+    def reload_config(self, config) -> None:
+        """Sends a ModelServerConfig (HandleReloadConfigRequest); returns once it is applied."""
+        self._call(self._models.HandleReloadConfigRequest, model_management_pb2.ReloadConfigRequest(config=config))
+
+    def wait_until_available(self, model_name: str, version: int | None = None, timeout_seconds: float = 60.0,
+                             poll_seconds: float = 0.2) -> VersionState:
+        """Polls GetModelStatus until a version (any, or the one given) is AVAILABLE.
+
+        Raises:
+            TimeoutError: Not available in time.
+        """
+        deadline = time.monotonic() + timeout_seconds
+        while True:
+            try:
+                for row in self.get_model_status(model_name, version):
+                    if row.state == "AVAILABLE":
+                        return row
+            except ServingClientError as error:
+                if error.code not in (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.UNAVAILABLE):
+                    raise
+            if time.monotonic() >= deadline:
+                raise TimeoutError(f"{model_name} not AVAILABLE after {timeout_seconds} s")
+            time.sleep(poll_seconds)
+
+    # === Task helpers (the zoo's serving contract) ===
+
+    def classify_sentences(self, model_name: str, sentences: Sequence[str], **spec) -> list[SentenceClassification]:
+        """Classifies sentences with a classifier's `serving_default` (Predict API)."""
+        result = self.predict(model_name, {"sentences": np.array(list(sentences), dtype=object)}, **spec)
+        labels = result.outputs["label"]
+        probabilities = result.outputs["probabilities"]
+        return [SentenceClassification(label.decode("utf-8"),
+                                        {str(index): float(p) for index, p in enumerate(row)})
+                for label, row in zip(labels, probabilities)]
+
+    def classify_sentences_with_examples(self, model_name: str, sentences: Sequence[str],
+                                         signature_name: str = "classify", **spec) -> list[SentenceClassification]:
+        """Classifies sentences through the Classify API (tf.Examples with a `text` feature)."""
+        rows = self.classify(model_name, [{"text": sentence} for sentence in sentences], signature_name, **spec)
+        return [SentenceClassification(max(row, key=lambda pair: pair[1])[0], dict(row)) for row in rows]
+
+    def tag(self, model_name: str, sentences: Sequence[str], **spec) -> list[list[tuple[str, str]]]:
+        """Tags whitespace-separated sentences; returns (token, tag) pairs per sentence."""
+        outputs = self.predict(model_name, {"sentences": np.array(list(sentences), dtype=object)},
+                               output_filter=("tokens", "tags", "lengths"), **spec).outputs
+        return [[(token.decode("utf-8"), tag.decode("utf-8")) for token, tag in zip(tokens[:length], tags[:length])]
+                for tokens, tags, length in zip(outputs["tokens"], outputs["tags"], outputs["lengths"])]
+
+    def score(self, model_name: str, texts: Sequence[str], **spec) -> list[TextScore]:
+        """Scores texts with a language model's `score` signature."""
+        outputs = self.predict(model_name, {"text": np.array(list(texts), dtype=object)},
+                               signature_name="score", **spec).outputs
+        return [TextScore(float(log_prob), int(count))
+                for log_prob, count in zip(outputs["log_prob"], outputs["num_tokens"])]
+
+
+# === CLI ===
+
+
+def _signature_summary(signature) -> dict:
+    def describe(tensor_infos):
+        return {alias: {"dtype": tensors.data_type_name(info.dtype), "shape": tensors.tensor_info_dims(info)}
+                for alias, info in sorted(tensor_infos.items())}
+    return {"method_name": signature.method_name, "inputs": describe(signature.inputs),
+            "outputs": describe(signature.outputs)}
+
+
+def _print_json(value) -> None:
+    print(json.dumps(value, ensure_ascii=False))
+
+
+def _load_json_argument(text: str):
+    """Reads `--inputs`: inline JSON, or `@path` for a file."""
+    if text.startswith("@"):
+        with open(text[1:], encoding="utf-8") as handle:
+            return json.load(handle)
+    return json.loads(text)
+
+
+def _spec_arguments(arguments) -> dict:
+    return {"version": arguments.version, "version_label": arguments.label}
+
+
+def run_command(client: ServingClient, arguments: argparse.Namespace) -> None:
+    """Runs one CLI subcommand and prints its result to stdout."""
+    spec = _spec_arguments(arguments)
+    if arguments.command == "predict":
+        inputs = _load_json_argument(arguments.inputs)
+        if not isinstance(inputs, dict):
+            raise ValueError("--inputs must be a JSON object {input name: value}")
+        output_filter = [name for name in (arguments.output_filter or "").split(",") if name]
+        result = client.predict_json(arguments.model, inputs, arguments.signature, output_filter=output_filter, **spec)
+        _print_json({"model_spec": {"name": result.model_name, "version": result.version,
+                                    "signature_name": result.signature_name},
+                     "outputs": {alias: tensors.numpy_to_json(array) for alias, array in result.outputs.items()}})
+    elif arguments.command == "classify":
+        if arguments.api == "classify":
+            results = client.classify_sentences_with_examples(arguments.model, arguments.sentences,
+                                                              arguments.signature or "classify", **spec)
+        else:
+            results = client.classify_sentences(arguments.model, arguments.sentences,
+                                                signature_name=arguments.signature or "serving_default", **spec)
+        for sentence, result in zip(arguments.sentences, results):
+            _print_json({"sentence": sentence, "label": result.label, "probabilities": result.probabilities})
+    elif arguments.command == "tag":
+        for pairs in client.tag(arguments.model, arguments.sentences, **spec):
+            print(" ".join(f"{token}/{tag}" for token, tag in pairs))
+    elif arguments.command == "score":
+        for text, result in zip(arguments.texts, client.score(arguments.model, arguments.texts, **spec)):
+            perplexity = None if math.isnan(result.perplexity) else result.perplexity
+            _print_json({"text": text, "log_prob": result.log_prob, "num_tokens": result.num_tokens,
+                         "perplexity": perplexity})
+    elif arguments.command == "metadata":
+        signatures = client.get_model_metadata(arguments.model, **spec)
+        _print_json({"model": arguments.model, "signatures": {
+            name: _signature_summary(signature) for name, signature in sorted(signatures.items())
+            if not name.startswith("__")}})
+    elif arguments.command == "status":
+        _print_json({"model": arguments.model, "versions": [
+            dataclasses.asdict(row) for row in client.get_model_status(arguments.model, **spec)]})
+
+
+def build_argument_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m serving.client",
+                                     description="Call a model server (this project's or TensorFlow Serving's) "
+                                                 "over gRPC with the official TF Serving stubs.")
+    parser.add_argument("--server", default=DEFAULT_TARGET, help="host:port of the gRPC server.")
+    parser.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT_SECONDS, help="Deadline per call, seconds.")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def add_command(name: str, help_text: str) -> argparse.ArgumentParser:
+        command = commands.add_parser(name, help=help_text, description=help_text)
+        command.add_argument("model", help="Model name.")
+        version = command.add_mutually_exclusive_group()
+        version.add_argument("--version", type=int, help="Version number (default: the latest).")
+        version.add_argument("--label", help="Version label (from the server's model config).")
+        return command
+
+    predict = add_command("predict", "Run any signature on JSON inputs; prints the outputs as JSON.")
+    predict.add_argument("--signature", default="serving_default", help="Signature name.")
+    predict.add_argument("--inputs", required=True,
+                         help="JSON object {input name: nested list}, or @file.json; values are cast to the "
+                              "signature's dtypes.")
+    predict.add_argument("--output_filter", help="Comma-separated output names to return (default: all).")
+
+    classify = add_command("classify", "Classify sentences; prints label and probabilities per sentence.")
+    classify.add_argument("sentences", nargs="+", help="Sentences to classify.")
+    classify.add_argument("--api", choices=("predict", "classify"), default="predict",
+                          help="Predict on serving_default, or the Classify API with tf.Examples.")
+    classify.add_argument("--signature", help="Signature (default: serving_default, or classify with --api classify).")
+
+    tag = add_command("tag", "Tag sentences; prints token/TAG pairs, one sentence per line.")
+    tag.add_argument("sentences", nargs="+", help="Whitespace-tokenized sentences.")
+
+    score = add_command("score", "Score texts with a language model: log-prob, tokens scored, perplexity.")
+    score.add_argument("texts", nargs="+", help="Texts to score.")
+
+    add_command("metadata", "Print the signatures (inputs and outputs with dtypes and shapes).")
+    add_command("status", "Print the state of every version of the model.")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """CLI entry point; returns 0 on success, 1 when the call fails."""
+    arguments = build_argument_parser().parse_args(argv)
+    try:
+        with ServingClient(arguments.server, arguments.timeout) as client:
+            run_command(client, arguments)
+    except ServingClientError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    except (ValueError, OSError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
