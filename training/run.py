@@ -55,7 +55,7 @@ TASK_TRAINING_DEFAULTS = {
 TRAINING_KEYS = ("batch_size", "num_steps", "epochs", "optimizer", "learning_rate", "lr_decay",
                  "decay_start_epoch", "clip_norm", "early_stopping_patience", "sum_loss_over_time")
 DATA_KEYS = ("source", "dev_source", "level", "tag_column", "valid_fraction", "data_dir",
-             "max_train", "max_dev", "vocabulary_min_count", "vocabulary_max_size")
+             "download", "max_train", "max_dev", "vocabulary_min_count", "vocabulary_max_size")
 OPTIMIZERS = {
     "sgd": keras.optimizers.SGD,
     "adam": keras.optimizers.Adam,
@@ -152,7 +152,8 @@ def load_data(config: dict, run_dir: Path | None = None) -> PreparedData:
     """Loads train and dev splits and the vocabularies (reloaded when resuming)."""
     task, data = config["task"], config["data"]
     options = {"level": data["level"], "tag_column": data["tag_column"],
-               "valid_fraction": data["valid_fraction"], "data_dir": data.get("data_dir")}
+               "valid_fraction": data["valid_fraction"], "data_dir": data.get("data_dir"),
+               "download": bool(data.get("download"))}
     train = load_split(task, data["source"], "train", **options)
     if data.get("dev_source"):
         # An explicit dev file is read whole, never cut into train and dev parts.

@@ -58,6 +58,8 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument("--level", choices=("word", "char"), help="language-model tokens")
     data.add_argument("--tag_column", choices=("upos", "xpos"), help="CoNLL-U tag column")
     data.add_argument("--data_dir", help="tensorflow-datasets data directory")
+    data.add_argument("--download", action="store_true", default=None,
+                      help="let tensorflow-datasets download the corpus if it is not prepared yet")
     data.add_argument("--max_train", type=int, help="use only the first N train sentences (tokens for LMs)")
     data.add_argument("--max_dev", type=int, help="use only the first N dev sentences (tokens for LMs)")
     data.add_argument("--vocabulary_max_size", type=int, help="keep the N most frequent tokens")
