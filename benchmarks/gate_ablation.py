@@ -30,9 +30,17 @@ PUBLISHED = {
 
 
 def run_variant(variant: str, data: str, seed: int, epochs: int, work_dir: Path) -> float:
-    """Trains one preset with one seed and returns its best dev accuracy (%)."""
+    """Trains one preset with one seed and returns its best dev accuracy (%).
+
+    A run that already finished (its metrics.json exists) is read, not
+    retrained, so an interrupted ablation picks up where it stopped; a run
+    interrupted mid-way resumes from its last epoch (BackupAndRestore).
+    """
     from training.run import resolve_config, train
 
+    finished = work_dir / f"{variant}_seed{seed}" / "metrics.json"
+    if finished.exists():
+        return 100.0 * json.loads(finished.read_text())["dev"]["accuracy"]
     config = resolve_config(preset=f"sst_gates_{variant}", data={"source": data},
                             training={"epochs": epochs}, seed=seed,
                             output_dir=str(work_dir / f"{variant}_seed{seed}"))
