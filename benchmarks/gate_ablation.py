@@ -72,10 +72,10 @@ def write_report(results: dict, output_dir: Path) -> None:
     axis.bar([p + 0.2 for p in positions], [PUBLISHED[n] for n in names], width=0.4,
              label="published, SST-2 test")
     axis.set_xticks(list(positions), [n.replace("_", "+") for n in names], rotation=20)
-    axis.set_ylim(70, 90)
+    axis.set_ylim(50, 90)
     axis.set_ylabel("accuracy (%)")
     axis.set_title("LSTM gate ablation (gated_lstm cell, peepholes)")
-    axis.legend()
+    axis.legend(loc="lower right")
     figure.tight_layout()
     figure.savefig(output_dir / "gate_ablation.png", dpi=110)
     plt.close(figure)
