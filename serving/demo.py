@@ -75,6 +75,15 @@ def run_demo(client: ServingClient, rest_url: str | None, *, max_new_tokens: int
         print(token_text, end="", flush=True)
     print()
 
+    section(f"continue a sentence with {WORD_MODEL}: greedy and beam search (num_beams=4)")
+    from serving.generate import generate
+
+    words = GrpcBackend(client.target, WORD_MODEL)
+    prompt = "the company said"
+    for label, options in (("greedy", {"do_sample": False}), ("beam 4", {"num_beams": 4})):
+        result = generate(words, [prompt], max_new_tokens=20, **options)
+        print(f"{label:7s} {result.full_texts[0]}")
+
     if rest_url:
         section("REST (TensorFlow Serving's JSON API), as curl would call it")
         body = json.dumps({"instances": [SENTENCES[0]]}).encode()

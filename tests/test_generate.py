@@ -271,9 +271,17 @@ def test_empty_prompt_starts_from_the_end_token_and_oov_warns(caplog):
     with caplog.at_level(logging.WARNING):
         generate(backend, ["a zebra"], max_new_tokens=1, seed=0)
     assert "1 token(s) outside the vocabulary" in caplog.text
+    assert backend.steps()[-1].tolist() == [[7, 2, 1]], "text prompts follow the end token, a text boundary"
+    generate(backend, ["b", "a c e"], max_new_tokens=1, seed=0)
+    assert backend.steps()[-1].tolist() == [[7, 3, 0, 0], [7, 2, 4, 6]]
     characters = BigramBackend(uniformish_table(5), ["<pad>", "<unk>", "x", "\n", "y"], separator="")
     generate(characters, [""], max_new_tokens=1, seed=0)
     assert characters.steps()[0].tolist() == [[3]], "a character model starts from a newline"
+    generate(characters, ["xy"], max_new_tokens=1, seed=0)
+    assert characters.steps()[-1].tolist() == [[3, 2, 4]]
+    plain = make_backend()
+    generate(plain, ["a b"], max_new_tokens=1, seed=0)
+    assert plain.steps()[0].tolist() == [[2, 3]], "no end token, no newline: the bare initial state"
     with pytest.raises(ValueError, match="neither an end token nor a newline"):
         generate(make_backend(), [""], max_new_tokens=1)
 
