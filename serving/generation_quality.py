@@ -575,15 +575,56 @@ def _json_safe(value):
     return value
 
 
-def write_report(report: dict, output: str | os.PathLike) -> tuple[Path, Path]:
-    """Writes ``<output>.json`` (undefined metrics as null) and ``<output>.md``; returns their paths."""
+def write_report(report: dict, output: str | os.PathLike) -> tuple[Path, Path, Path]:
+    """Writes ``<output>.json`` (undefined metrics as null), ``<output>.md`` and ``<output>.png``.
+
+    Returns:
+        The three paths.
+    """
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
-    json_path, markdown_path = Path(f"{output}.json"), Path(f"{output}.md")
+    json_path, markdown_path, plot_path = (Path(f"{output}.{suffix}") for suffix in ("json", "md", "png"))
     json_path.write_text(json.dumps(_json_safe(report), indent=2, ensure_ascii=False, allow_nan=False) + "\n",
                          encoding="utf-8")
     markdown_path.write_text(markdown_report(report), encoding="utf-8")
-    return json_path, markdown_path
+    plot_report(report, plot_path)
+    return json_path, markdown_path, plot_path
+
+
+# The panels of the plot: (metric, title, log scale).
+_PLOTTED = (("perplexity", "perplexity (log)", True), ("repetition", "ends in a loop", False),
+            ("distinct_2", "distinct-2", False), ("self_bleu", "Self-BLEU-4", False), ("zipf", "Zipf coefficient", False))
+
+
+def plot_report(report: dict, path: str | os.PathLike) -> None:
+    """One panel per metric, a bar per method, the human text's value as a dashed line."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = report["rows"]
+    methods = [name for name in rows if name != "human"]
+    human = rows.get("human")
+    figure, axes = plt.subplots(1, len(_PLOTTED), figsize=(3.0 * len(_PLOTTED), 3.2), sharey=True)
+    for axis, (key, title, log_scale) in zip(axes, _PLOTTED):
+        values = [rows[name][key] for name in methods]
+        values = [float("nan") if value is None else value for value in values]
+        axis.barh(range(len(methods)), values, color="tab:blue")
+        if human is not None and human.get(key) is not None and not math.isnan(human[key]):
+            axis.axvline(human[key], color="tab:orange", linestyle="--", label="human (dev split)")
+        if log_scale:
+            axis.set_xscale("log")
+        axis.set_title(title)
+        axis.grid(axis="x", alpha=0.3)
+    axes[0].set_yticks(range(len(methods)), [rows[name]["label"] for name in methods])
+    axes[0].invert_yaxis()
+    if human is not None:
+        axes[-1].legend(loc="lower right", fontsize="small")
+    figure.suptitle(f"generation quality: {report['setup']['model']}")
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
 
 
 # === CLI ===

@@ -254,6 +254,7 @@ def test_undefined_metrics_are_null_in_the_json_and_n_a_in_the_table(tmp_path):
                        "zipf": 1.0, "examples": [{"prompt": "a", "continuation": "b\nc"}]}}
     setup = {"model": "m", "level": "word", "num_prompts": 1, "prompt_tokens": 1, "max_new_tokens": 1, "seed": 0,
              "data_source": "d", "metrics": quality.dataclasses.asdict(quality.MetricSettings())}
-    json_path, markdown_path = quality.write_report({"setup": setup, "rows": rows}, tmp_path / "r")
+    json_path, markdown_path, plot_path = quality.write_report({"setup": setup, "rows": rows}, tmp_path / "r")
+    assert plot_path.read_bytes().startswith(b"\x89PNG")
     assert json.loads(json_path.read_text(encoding="utf-8"))["rows"]["greedy"]["self_bleu"] is None
     assert "| greedy | 2.00 | 50 | 0.250 | n/a | n/a | n/a | 1.00 |" in markdown_path.read_text(encoding="utf-8")
