@@ -29,7 +29,8 @@ PUBLISHED = {
 }
 
 
-def run_variant(variant: str, data: str, seed: int, epochs: int, work_dir: Path) -> float:
+def run_variant(variant: str, data: str, seed: int, epochs: int, work_dir: Path,
+                dev_data: str | None = None) -> float:
     """Trains one preset with one seed and returns its best dev accuracy (%).
 
     A run that already finished (its metrics.json exists) is read, not
@@ -41,7 +42,8 @@ def run_variant(variant: str, data: str, seed: int, epochs: int, work_dir: Path)
     finished = work_dir / f"{variant}_seed{seed}" / "metrics.json"
     if finished.exists():
         return 100.0 * json.loads(finished.read_text())["dev"]["accuracy"]
-    config = resolve_config(preset=f"sst_gates_{variant}", data={"source": data},
+    data_options = {"source": data, **({"dev_source": dev_data} if dev_data else {})}
+    config = resolve_config(preset=f"sst_gates_{variant}", data=data_options,
                             training={"epochs": epochs}, seed=seed,
                             output_dir=str(work_dir / f"{variant}_seed{seed}"))
     metrics = train(config, verbose=0)
@@ -84,6 +86,7 @@ def write_report(results: dict, output_dir: Path) -> None:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", required=True, help="SST-2 source (directory or tfds name)")
+    parser.add_argument("--dev_data", help="dev file, when --data is a single train file (e.g. glue_train.tsv)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--variants", nargs="+", default=list(PUBLISHED), choices=list(PUBLISHED))
@@ -96,9 +99,9 @@ def main(argv=None) -> int:
     jobs = [(variant, seed) for variant in args.variants for seed in args.seeds]
     for variant, seed in tqdm(jobs, desc="gate ablation"):
         accuracies.setdefault(variant, []).append(
-            run_variant(variant, args.data, seed, args.epochs, Path(args.work_dir)))
+            run_variant(variant, args.data, seed, args.epochs, Path(args.work_dir), args.dev_data))
     results = {
-        "setup": {"data": args.data, "seeds": args.seeds, "epochs": args.epochs, "split": "dev"},
+        "setup": {"data": args.data, "dev_data": args.dev_data, "seeds": args.seeds, "epochs": args.epochs, "split": "dev"},
         "variants": {
             variant: {"accuracies": values, "mean": statistics.mean(values),
                       "stdev": statistics.stdev(values) if len(values) > 1 else None}
