@@ -9,6 +9,8 @@
                                                 state_size and end_token (LMs), labels,
                                                 signatures
            assets.extra/vocabulary.json         the token list the tables were built from
+           assets.extra/char_vocabulary.json    the character list (taggers with a
+                                                character model)
            config.json, training.json, MODEL_CARD.md
 
 The SavedModel runs with TensorFlow alone: the Keras model's variables and the
@@ -122,6 +124,22 @@ class _Tokenizer(tf.Module):
         ids = self.token_to_id.lookup(tokens)
         return tf.where(tf.equal(tokens, PAD_STRING), tf.constant(PAD_ID, tf.int64), ids)
 
+    def spell(self, tokens, max_word_length: int):
+        """(batch, time) strings padded with "" -> character ids (batch, time, chars).
+
+        For a character vocabulary: each token's code points, as Python's
+        `list(word)` gives them in training, looked up (unknown ones become
+        `<unk>`), right-padded with 0 to the longest token and cut to
+        `max_word_length`; padding tokens have no characters. The character
+        axis is at least 1 long, so a batch of padding still has a shape the
+        model can reshape.
+        """
+        characters = tf.strings.unicode_split(tokens, "UTF-8")  # (batch, time, None)
+        ids = tf.ragged.map_flat_values(self.token_to_id.lookup, characters)
+        ids = ids.to_tensor(default_value=PAD_ID)[:, :, :max_word_length]
+        missing = tf.maximum(0, 1 - tf.shape(ids)[2])
+        return tf.pad(ids, [[0, 0], [0, 0], [0, missing]], constant_values=PAD_ID)
+
     def decode(self, token_ids):
         """(batch, time) ids -> (batch,) text, pad ids left out."""
         tokens = tf.ragged.boolean_mask(
@@ -134,10 +152,10 @@ class _Tokenizer(tf.Module):
 # === Signatures per task ===
 
 
-def _at_least_one_step(token_ids):
+def _at_least_one_step(token_ids, pad=PAD_ID):
     """Pads a (batch, 0) input to (batch, 1) so the recurrent loop has a step to mask."""
     missing = tf.maximum(0, 1 - tf.shape(token_ids)[1])
-    return tf.pad(token_ids, [[0, 0], [0, missing]], constant_values=PAD_ID)
+    return tf.pad(token_ids, [[0, 0], [0, missing]], constant_values=pad)
 
 
 def _last_positions(token_ids):
@@ -236,14 +254,23 @@ def _classifier_signatures(model, tokenizer: _Tokenizer, labels: Sequence[str]) 
     return {"serving_default": serving_default, "classify": classify}
 
 
-def _tagger_signatures(model, tokenizer: _Tokenizer, labels: Sequence[str]) -> dict:
+def _tagger_signatures(model, tokenizer: _Tokenizer, labels: Sequence[str],
+                       char_tokenizer: _Tokenizer | None = None) -> dict:
     tag_names = tf.constant(list(labels), dtype=tf.string)
+
+    def model_inputs(tokens):
+        """The model's input for (batch, time) tokens: ids, and character ids if it spells."""
+        token_ids = tokenizer.encode_tokens(tokens)  # (batch, time)
+        if char_tokenizer is None:
+            return token_ids
+        char_ids = char_tokenizer.spell(tokens, model.max_word_length)  # (batch, time, chars)
+        return {"token_ids": token_ids, "char_ids": char_ids}
 
     def tag(tokens):
         real = tf.not_equal(tokens, PAD_STRING)  # (batch, time)
-        token_ids = tokenizer.encode_tokens(tokens)
         time = tf.shape(tokens)[1]
-        logits = model(_at_least_one_step(token_ids), training=False)[:, :time]
+        inputs = model_inputs(_at_least_one_step(tokens, pad=PAD_STRING))
+        logits = model(inputs, training=False)[:, :time]
         probabilities = tf.nn.softmax(logits, axis=-1)  # (batch, time, tags)
         tag_ids = tf.argmax(probabilities, axis=-1, output_type=tf.int64)
         return {
@@ -292,6 +319,7 @@ def export_model(
     vocabulary,
     *,
     task: str,
+    char_vocabulary=None,
     export_base: str | os.PathLike = "saved_models",
     model_name: str,
     version: int | None = None,
@@ -310,6 +338,10 @@ def export_model(
         vocabulary: The training Vocabulary (anything with `.tokens`, or a
             list of tokens), `<pad>` first and `<unk>` second.
         task: "language_model", "classifier" or "tagger".
+        char_vocabulary: The character Vocabulary of a tagger with a character
+            model (the same forms as `vocabulary`); required for one, refused
+            for any other model. The signatures spell each token inside the
+            graph, so their inputs are those of a word-only tagger.
         export_base: The model base directory a server watches.
         model_name: The name clients ask for; letters, digits, `_`, `-`, `.`.
         version: The version number; default one more than the largest there.
@@ -342,9 +374,12 @@ def export_model(
         served.signatures["tokenize"](text=tf.constant(["the cat"]))
     """
     tokens = list(getattr(vocabulary, "tokens", vocabulary))
+    characters = None
+    if char_vocabulary is not None:
+        characters = list(getattr(char_vocabulary, "tokens", char_vocabulary))
     label_names = None if labels is None else list(getattr(labels, "names", labels))
     _check_export_arguments(model, tokens, task=task, level=level, labels=label_names,
-                            model_name=model_name)
+                            model_name=model_name, characters=characters)
     config = dict(config) if config else _default_config(model, task)
     config.setdefault("task", task)
 
@@ -363,9 +398,13 @@ def export_model(
         # another user (a TensorFlow Serving container) must be able to read it.
         os.chmod(staging, 0o755)
         signature_names = _save_signatures(model, tokens, task=task, level=level,
-                                           labels=label_names, path=staging)
+                                           labels=label_names, characters=characters,
+                                           path=staging)
         zoo_info = {"task": task, "tokenizer": level, "vocabulary_size": len(tokens),
                     "pad_id": PAD_ID, "oov_id": OOV_ID}
+        if characters is not None:
+            zoo_info["char_vocabulary_size"] = len(characters)
+            zoo_info["max_word_length"] = int(model.max_word_length)
         if task == "language_model":
             zoo_info["state_size"] = int(model.state_size)
             if level == "word" and _END_TOKEN in tokens:
@@ -374,7 +413,8 @@ def export_model(
             zoo_info["labels"] = label_names
         zoo_info["signatures"] = list(signature_names)
         _write_side_files(staging, config=config, zoo_info=zoo_info, tokens=tokens,
-                          training_info=training_info or {}, metrics=metrics or {},
+                          characters=characters, training_info=training_info or {},
+                          metrics=metrics or {},
                           model_name=model_name, version=version)
         _move_into_place(staging, target, overwrite=overwrite)
     except BaseException:
@@ -384,7 +424,8 @@ def export_model(
     return target
 
 
-def _check_export_arguments(model, tokens, *, task, level, labels, model_name):
+def _check_export_arguments(model, tokens, *, task, level, labels, model_name,
+                            characters=None):
     model_class = zoo.model_class(task)
     if not isinstance(model, model_class):
         raise ValueError(f"A {task} export needs a {model_class.__name__}, "
@@ -394,13 +435,16 @@ def _check_export_arguments(model, tokens, *, task, level, labels, model_name):
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", model_name or ""):
         raise ValueError(f"model_name must be letters, digits, '_', '-' or '.', not starting "
                          f"with a symbol (it becomes a directory), got {model_name!r}.")
-    if tokens[:2] != [PAD_TOKEN, OOV_TOKEN]:
-        raise ValueError(f"The vocabulary must start with {PAD_TOKEN!r} (id {PAD_ID}) and "
-                         f"{OOV_TOKEN!r} (id {OOV_ID}), got {tokens[:2]!r}.")
-    vocabulary_size = model.backbone.vocabulary_size
-    if len(tokens) != vocabulary_size:
-        raise ValueError(f"The vocabulary has {len(tokens)} tokens but the model's "
-                         f"vocabulary_size is {vocabulary_size}.")
+    _check_vocabulary(tokens, model.backbone.vocabulary_size, "vocabulary", "vocabulary_size")
+    if getattr(model, "uses_characters", False):
+        if characters is None:
+            raise ValueError("This tagger has a character model: pass char_vocabulary "
+                             "(the run's char_vocabulary.json).")
+        _check_vocabulary(characters, model.char_vocabulary_size, "character vocabulary",
+                          "char_vocabulary_size")
+    elif characters is not None:
+        raise ValueError("char_vocabulary is only for a tagger with a character model "
+                         "(char_vocabulary_size > 0).")
     if task == "language_model":
         return
     expected = model.num_classes if task == "classifier" else model.num_tags
@@ -408,6 +452,16 @@ def _check_export_arguments(model, tokens, *, task, level, labels, model_name):
         raise ValueError(f"A {task} export needs labels (the class or tag names in id order).")
     if len(labels) != expected:
         raise ValueError(f"{len(labels)} labels given but the model predicts {expected}.")
+
+
+def _check_vocabulary(tokens, expected_size: int, what: str, option: str) -> None:
+    """ValueError unless `tokens` starts with pad and unknown and has `expected_size` entries."""
+    if tokens[:2] != [PAD_TOKEN, OOV_TOKEN]:
+        raise ValueError(f"The {what} must start with {PAD_TOKEN!r} (id {PAD_ID}) and "
+                         f"{OOV_TOKEN!r} (id {OOV_ID}), got {tokens[:2]!r}.")
+    if len(tokens) != expected_size:
+        raise ValueError(f"The {what} has {len(tokens)} tokens but the model's "
+                         f"{option} is {expected_size}.")
 
 
 def _default_config(model, task: str) -> dict:
@@ -430,10 +484,14 @@ def _check_version(version) -> int:
     return int(version)
 
 
-def _save_signatures(model, tokens, *, task, level, labels, path: Path) -> tuple[str, ...]:
+def _save_signatures(model, tokens, *, task, level, labels, path: Path,
+                     characters=None) -> tuple[str, ...]:
     """Saves the SavedModel into `path`; returns the signature names."""
     module = tf.Module(name=f"zoo_{task}")
     module.tokenizer = _Tokenizer(tokens, level)
+    char_tokenizer = None
+    if characters is not None:
+        module.char_tokenizer = char_tokenizer = _Tokenizer(characters, "char")
     # The model's variables, tracked so the checkpoint holds them; the Keras
     # object itself stays out of the SavedModel (no custom objects at load).
     # Track the tf.Variables the traced functions capture (`.value`), not the
@@ -446,7 +504,7 @@ def _save_signatures(model, tokens, *, task, level, labels, path: Path) -> tuple
     elif task == "classifier":
         signatures = _classifier_signatures(model, module.tokenizer, labels)
     else:
-        signatures = _tagger_signatures(model, module.tokenizer, labels)
+        signatures = _tagger_signatures(model, module.tokenizer, labels, char_tokenizer)
     if tuple(signatures) != SIGNATURES[task]:
         raise RuntimeError(f"signatures {tuple(signatures)} disagree with {SIGNATURES[task]}")
 
@@ -510,11 +568,13 @@ def _move_into_place(staging: Path, target: Path, *, overwrite: bool) -> None:
 
 
 def _write_side_files(directory: Path, *, config, zoo_info, tokens, training_info, metrics,
-                      model_name, version) -> None:
+                      model_name, version, characters=None) -> None:
     extra = directory / "assets.extra"
     extra.mkdir(exist_ok=True)
     _write_json(extra / "zoo.json", zoo_info)
     _write_json(extra / "vocabulary.json", {"tokens": tokens})
+    if characters is not None:
+        _write_json(extra / "char_vocabulary.json", {"tokens": characters})
     _write_json(directory / "config.json", config)
     _write_json(directory / "training.json", {**training_info, "metrics": metrics})
     card = _model_card(model_name=model_name, version=version, config=config,
@@ -553,6 +613,10 @@ _LIMITS = {
     "tagger": "Accuracy holds only for text like the training data; unseen words are all "
               "`<unk>` to it (no character model), so rare and new words are tagged worst.",
 }
+_CHARACTER_TAGGER_LIMITS = (
+    "Accuracy holds only for text like the training data; unseen words are `<unk>` to "
+    "its word vocabulary, and it tags them from their spelling (a character model) and "
+    "context, so rare and new words are still tagged worse than frequent ones.")
 
 
 def _model_card(*, model_name, version, config, zoo_info, training_info, metrics) -> str:
@@ -575,6 +639,10 @@ def _model_card(*, model_name, version, config, zoo_info, training_info, metrics
     lines += [f"- Tokenizer: {zoo_info['tokenizer']} level ({splits[zoo_info['tokenizer']]}), "
               f"vocabulary of {zoo_info['vocabulary_size']} entries "
               f"(id {PAD_ID} `{PAD_TOKEN}`, id {OOV_ID} `{OOV_TOKEN}`)"]
+    if "char_vocabulary_size" in zoo_info:
+        lines += [f"- Character model: each token's first {zoo_info['max_word_length']} "
+                  f"characters, from a vocabulary of {zoo_info['char_vocabulary_size']} entries "
+                  f"(id {PAD_ID} `{PAD_TOKEN}`, id {OOV_ID} `{OOV_TOKEN}`), spelled inside the graph"]
     if "state_size" in zoo_info:
         lines += [f"- Recurrent state: {zoo_info['state_size']} floats per sequence"]
         if zoo_info.get("end_token"):
@@ -616,7 +684,8 @@ def _model_card(*, model_name, version, config, zoo_info, training_info, metrics
     lines += [""]
 
     lines += ["## Intended use", "", _INTENDED_USE[task], ""]
-    lines += ["## Limits", "", _LIMITS[task], ""]
+    limits = _CHARACTER_TAGGER_LIMITS if "char_vocabulary_size" in zoo_info else _LIMITS[task]
+    lines += ["## Limits", "", limits, ""]
 
     credit = _credit_line(training_info, data)
     if credit:
@@ -661,7 +730,8 @@ def export_run(
 
     Args:
         run_dir: Holds model.keras, vocabulary.json, config.json, and
-            labels.json (classifier, tagger) and metrics.json when present.
+            labels.json (classifier, tagger), char_vocabulary.json (tagger with a
+            character model) and metrics.json when present.
         export_base: The model base directory.
         model_name: The served name; defaults to the run directory's name.
         version: The version; default one more than the largest there.
@@ -690,6 +760,9 @@ def export_run(
     if not model_path.exists():
         raise DataError("no model.keras: has the run finished?", path=run_dir)
     model = keras.saving.load_model(model_path, compile=False)
+    char_vocabulary = None
+    if getattr(model, "uses_characters", False):
+        char_vocabulary = Vocabulary.load(run_dir / "char_vocabulary.json")
 
     data = config.get("data") or {}
     training_info = {key: config[key] for key in ("data", "training", "command", "preset",
@@ -699,7 +772,7 @@ def export_run(
     if credit:
         training_info["license"] = credit
     return export_model(
-        model, vocabulary, task=task, export_base=export_base,
+        model, vocabulary, task=task, char_vocabulary=char_vocabulary, export_base=export_base,
         model_name=model_name or run_dir.resolve().name, version=version,
         level=data.get("level") or "word", labels=labels, config=config,
         training_info=training_info, metrics=metrics, overwrite=overwrite,

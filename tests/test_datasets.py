@@ -518,6 +518,34 @@ def test_tagging_batches_have_padded_tags_and_zero_weights():
     np.testing.assert_array_equal(weights, [[1, 1, 1], [1, 0, 0]])
 
 
+def test_tagging_batches_with_characters_pad_and_cut_words():
+    data = TaggingData(
+        sentences=[["the", "dog", "barks"], ["hi"], ["Zürich"]],
+        tags=[["DET", "NOUN", "VERB"], ["INTJ"], ["PROPN"]],
+        source="fixture",
+    )
+    vocab = Vocabulary.build(data.sentences[:2])
+    tags = LabelVocabulary.build(data.tags)
+    characters = Vocabulary.build(list(word) for word in ["the", "dog", "barks", "hi"])
+    batches = list(tagging_dataset(data, vocab, tags, batch_size=2, characters=characters,
+                                   max_word_length=4))
+    (inputs, tag_ids, weights), (last_inputs, _, _) = batches
+    assert sorted(inputs) == ["char_ids", "token_ids"] and inputs["char_ids"].dtype == tf.int32
+    np.testing.assert_array_equal(inputs["token_ids"], [vocab.encode(["the", "dog", "barks"]),
+                                                        vocab.encode(["hi", "<pad>", "<pad>"])])
+    np.testing.assert_array_equal(weights, [[1, 1, 1], [1, 0, 0]])
+    spell = lambda word: characters.encode(word) + [0] * (4 - len(word))  # noqa: E731
+    np.testing.assert_array_equal(inputs["char_ids"], [
+        [spell("the"), spell("dog"), spell("bark")],  # "barks" is cut to 4 characters
+        [spell("hi"), [0] * 4, [0] * 4],  # padding words have no characters
+    ])
+    # A batch is as wide as its longest (cut) word; unseen characters are <unk>.
+    assert spell("Züri")[:2] == [1, 1]
+    np.testing.assert_array_equal(last_inputs["char_ids"], [[spell("Züri")]])
+    with pytest.raises(ValueError, match="max_word_length"):
+        tagging_dataset(data, vocab, tags, batch_size=2, characters=characters, max_word_length=0)
+
+
 def test_tagging_unknown_tag_and_bad_batch_size():
     data = TaggingData(sentences=[["x"]], tags=[["SYM"]], source="fixture")
     vocab = Vocabulary.build(data.sentences)

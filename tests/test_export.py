@@ -40,6 +40,15 @@ PROMPTS = [[2, 3, 4, 5], [7, 1, 0, 0], [0, 0, 0, 0], [6, 0, 0, 0]]
 SENTENCES = ["the cat sat", "a zebra", "", "dog on the mat sat"]
 TOKEN_ROWS = [["the", "cat", "", "", ""], ["zebra", "sat", "on", "", ""], ["", "", "", "", ""]]
 
+# A tagger with a character model, on inputs of its own: an unknown word spelled
+# with known characters ("cats"), an unknown character ("é"), and a word longer
+# than max_word_length ("mattresses").
+LETTERS = Vocabulary(["<pad>", "<unk>", *"acdehmnorst"])
+CHAR_TAGGER = {"char_vocabulary_size": len(LETTERS), "char_embedding_dim": 4,
+               "char_hidden_dim": 3, "max_word_length": 6}
+CHAR_TAGGER_SENTENCES = ["the cat sat", "a cats zébra", "", "dog on the mattresses sat"]
+CHAR_TAGGER_TOKENS = [["the", "cats", "", ""], ["zébra", "mattresses", "on", ""], ["", "", "", ""]]
+
 SMALL = {"embedding_dim": 6, "hidden_dim": 6}
 LANGUAGE_MODELS = {
     "lm_lstm_learned": ({"cell": "lstm", "num_layers": 2, "learned_initial_state": True},
@@ -185,6 +194,13 @@ def exported(tmp_path_factory):
         paths[task] = export.export_model(models[task][0], WORDS, task=task, export_base=base,
                                           model_name=task, labels=labels)
         cases.append({"name": task, "task": task, "sentences": SENTENCES, "tokens": TOKEN_ROWS})
+    models["char_tagger"] = (_build("tagger", bidirectional=True, dropout=0.5, **CHAR_TAGGER),
+                             WORDS, "word")
+    paths["char_tagger"] = export.export_model(
+        models["char_tagger"][0], WORDS, task="tagger", char_vocabulary=LETTERS, export_base=base,
+        model_name="char_tagger", labels=TAG_NAMES)
+    cases.append({"name": "char_tagger", "task": "tagger", "sentences": CHAR_TAGGER_SENTENCES,
+                  "tokens": CHAR_TAGGER_TOKENS})
     for case in cases:
         case["dir"] = str(paths[case["name"]])
 
@@ -310,6 +326,58 @@ def test_tagger_matches_keras_with_padding_masked(exported, signature):
     assert out[f"{prefix}/tags"].tolist() == expected_tags.tolist()
     np.testing.assert_allclose(out[f"{prefix}/probabilities"], expected_probabilities, atol=ATOL)
     np.testing.assert_array_equal(out[f"{prefix}/lengths"], [len(row) for row in rows])
+
+
+def _spell(tokens, characters, max_word_length):
+    """Training's character ids of (batch, time) tokens: list(token), cut, padded with 0."""
+    words = [[characters.encode(list(token[:max_word_length])) for token in row] for row in tokens]
+    width = max([len(word) for row in words for word in row] + [1])
+    return np.array([[word + [0] * (width - len(word)) for word in row] for row in words])
+
+
+@pytest.mark.parametrize("signature", ["serving_default", "tag_tokens"])
+def test_char_tagger_spells_tokens_in_the_graph_as_training_does(exported, signature):
+    model, vocabulary, _ = exported["models"]["char_tagger"]
+    out = exported["outputs"]
+    tokens = (_pad([sentence.split() for sentence in CHAR_TAGGER_SENTENCES], "")
+              if signature == "serving_default" else np.array(CHAR_TAGGER_TOKENS))
+    inputs = {"token_ids": np.array([[vocabulary.encode([token])[0] if token else 0
+                                      for token in row] for row in tokens]),
+              "char_ids": _spell(tokens, LETTERS, model.max_word_length)}
+    assert 1 in inputs["char_ids"], "é is an unknown character"
+    probabilities = _softmax(np.asarray(model(inputs)))  # (batch, time, tags)
+    real = tokens != ""
+
+    prefix = f"char_tagger/{signature}"
+    assert out[f"{prefix}/tokens"].tolist() == tokens.tolist()
+    expected_tags = np.where(real, np.array(TAG_NAMES.names)[probabilities.argmax(axis=-1)], "")
+    assert out[f"{prefix}/tags"].tolist() == expected_tags.tolist()
+    np.testing.assert_allclose(out[f"{prefix}/probabilities"],
+                               np.where(real, probabilities.max(axis=-1), 0.0), atol=ATOL)
+    np.testing.assert_array_equal(out[f"{prefix}/lengths"], real.sum(axis=1))
+    # Without its spelling the same model tags differently: the characters count.
+    blind = _softmax(np.asarray(model({**inputs, "char_ids": np.zeros_like(inputs["char_ids"])})))
+    assert not np.allclose(np.where(real, blind.max(axis=-1), 0.0),
+                           out[f"{prefix}/probabilities"], atol=1e-3)
+
+
+def test_char_tagger_export_arguments(exported, tmp_path):
+    model, _, _ = exported["models"]["char_tagger"]
+    common = {"task": "tagger", "labels": TAG_NAMES, "export_base": tmp_path, "model_name": "m"}
+    with pytest.raises(ValueError, match="pass char_vocabulary"):
+        export.export_model(model, WORDS, **common)
+    with pytest.raises(ValueError, match="char_vocabulary_size is 13"):
+        export.export_model(model, WORDS, char_vocabulary=CHARS, **common)
+    word_tagger, _, _ = exported["models"]["tagger"]
+    with pytest.raises(ValueError, match="only for a tagger with a character model"):
+        export.export_model(word_tagger, WORDS, char_vocabulary=LETTERS, **common)
+    path = exported["paths"]["char_tagger"]
+    assert json.loads((path / "assets.extra" / "char_vocabulary.json").read_text()) == {
+        "tokens": LETTERS.tokens}
+    zoo_info = json.loads((path / "assets.extra" / "zoo.json").read_text())
+    assert (zoo_info["char_vocabulary_size"], zoo_info["max_word_length"]) == (len(LETTERS), 6)
+    assert "char_vocabulary_size" not in json.loads(
+        (exported["paths"]["tagger"] / "assets.extra" / "zoo.json").read_text())
 
 
 # === What tools see ===
@@ -501,3 +569,24 @@ def test_tf1_session_loader_as_tf_serving_uses_restores_every_variable(exported,
         if sentence:
             np.testing.assert_allclose(results["classifier"]["probabilities"][row], expected[row], atol=ATOL)
     assert np.asarray(results["tagger"]["probabilities"]).shape[0] == len(SENTENCES)
+
+
+def test_tf1_session_loader_runs_the_char_tagger(exported, tmp_path):
+    directory = str(exported["paths"]["char_tagger"])
+    spec = {
+        "serving_default": ("serving_default", {"__dir__": directory,
+                                                "sentences": (CHAR_TAGGER_SENTENCES, "object")}),
+        "tag_tokens": ("tag_tokens", {"__dir__": directory,
+                                      "tokens": (CHAR_TAGGER_TOKENS, "object")}),
+    }
+    spec_path = tmp_path / "session_spec.json"
+    spec_path.write_text(json.dumps(spec))
+    completed = subprocess.run([sys.executable, "-c", SESSION_RUNNER, str(spec_path)],
+                               env=_subprocess_env(), capture_output=True, text=True, timeout=300)
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    results = json.loads(completed.stdout.strip().splitlines()[-1])
+    for signature in spec:
+        # The TF2 loader's outputs, which the test above checks against Keras.
+        np.testing.assert_allclose(results[signature]["probabilities"],
+                                   exported["outputs"][f"char_tagger/{signature}/probabilities"],
+                                   atol=ATOL)

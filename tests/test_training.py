@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 import zoo
+from serving import export
 from training import evaluate as evaluate_cli
 from training import run as run_module
 from training import train as train_cli
@@ -202,6 +203,56 @@ def test_interrupted_run_resumes_from_the_last_epoch(tmp_path, monkeypatch):
     assert epochs[0] == "0" and epochs[-1] == "2" and epochs.count("0") == 1
     assert (run / "vocabulary.json").read_text() == vocabulary_before
     assert (run / "model.keras").exists() and not (run / "backup").exists()
+
+
+CHAR_SMALL = ["--set", "char_embedding_dim=4", "--set", "char_hidden_dim=6"]
+
+
+def test_char_tagger_trains_resumes_evaluates_and_exports(tmp_path, monkeypatch, capsys):
+    data = write_conllu(tmp_path / "ud")
+    run = tmp_path / "run_char_tagger"
+    args = ["--preset", "ewt_char_bilstm", "--data", str(data), "--epochs", "6", "--batch_size", "8",
+            "--learning_rate", "0.02", "--early_stopping_patience", "0", "--output_dir", str(run),
+            *SMALL, *CHAR_SMALL]
+
+    class Interrupt(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            if epoch == 1:
+                raise RuntimeError("power cut")
+
+    original = run_module.make_callbacks
+    monkeypatch.setattr(run_module, "make_callbacks", lambda c, d: original(c, d) + [Interrupt()])
+    with pytest.raises(RuntimeError, match="power cut"):
+        train_cli.main(args)
+    characters_before = (run / "char_vocabulary.json").read_text()
+    monkeypatch.setattr(run_module, "make_callbacks", original)
+    assert train_cli.main(args) == 0
+    assert (run / "char_vocabulary.json").read_text() == characters_before
+    assert [row["epoch"] for row in read_history(run / "history.csv")][-1] == "5"
+
+    characters = json.loads(characters_before)["tokens"]
+    train_words = {"the", "a", "dog", "cat", "film", "plot", "actor", "story", "runs", "sleeps",
+                   "works", "falls"}
+    assert sorted(characters[2:]) == sorted(set("".join(train_words)))
+    model = keras.saving.load_model(run / "model.keras")
+    assert model.uses_characters and model.char_vocabulary_size == len(characters)
+    assert model.char_hidden_dim == 6 and model.max_word_length == 24
+    config = json.loads((run / "config.json").read_text())
+    assert "char_vocabulary_size" not in config["model"]  # filled in from the data, as vocabulary_size
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["dev"]["accuracy"] >= 0.9
+    capsys.readouterr()
+    assert evaluate_cli.main(["--run", str(run), "--per_tag"]) == 0
+    out = capsys.readouterr().out
+    assert "VERB" in out
+    assert json.loads(out[out.index("{"):])["accuracy"] == pytest.approx(metrics["dev"]["accuracy"])
+
+    path = export.export_run(run, export_base=tmp_path / "saved_models")
+    shipped = json.loads((path / "assets.extra" / "char_vocabulary.json").read_text())
+    assert shipped["tokens"] == characters
+    zoo_info = json.loads((path / "assets.extra" / "zoo.json").read_text())
+    assert zoo_info["char_vocabulary_size"] == len(characters) and zoo_info["max_word_length"] == 24
+    assert "character model" in (path / "MODEL_CARD.md").read_text()
 
 
 @pytest.mark.parametrize(

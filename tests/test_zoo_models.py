@@ -145,7 +145,7 @@ def test_presets_build_and_list():
         assert expected in names
     gate_variants = [n for n in names if n.startswith("sst_gates_")]
     assert len(gate_variants) == 8
-    assert zoo.list_presets("tagger") == ["ewt_bilstm"]
+    assert zoo.list_presets("tagger") == ["ewt_bilstm", "ewt_char_bilstm"]
     small = zoo.get_preset("ptb_small")
     assert small["model"]["hidden_dim"] == 200 and small["model"]["num_layers"] == 2
     assert small["training"]["num_steps"] == 20 and small["training"]["clip_norm"] == 5.0
@@ -180,3 +180,140 @@ def test_get_preset_returns_a_copy():
 def test_user_errors_name_the_valid_choices(call, message):
     with pytest.raises(ValueError, match=message):
         call()
+
+
+# === Character-aware tagger (Plank, Søgaard & Goldberg 2016) ===
+
+CHARACTERS = 9
+# Character ids of each word of TOKENS, right-padded with 0; padding words have none.
+CHAR_IDS = np.zeros((3, 5, 4), dtype="int32")
+for (_row, _column), _spelling in {
+    (0, 0): [2, 3], (0, 1): [4], (0, 2): [5, 6, 7, 8], (0, 3): [2, 2, 3],
+    (1, 0): [8, 7, 6], (1, 1): [3],
+    (2, 0): [2, 4, 6, 8], (2, 1): [3, 5], (2, 2): [7], (2, 3): [1, 2], (2, 4): [6, 6],
+}.items():
+    CHAR_IDS[_row, _column, :len(_spelling)] = _spelling
+CHAR_INPUTS = {"token_ids": TOKENS, "char_ids": CHAR_IDS}
+
+
+def char_tagger(cell="lstm", **options):
+    keras.utils.set_random_seed(2)
+    return zoo.build("tagger", cell=cell, **{
+        **tiny_options("tagger"), "bidirectional": True, "char_vocabulary_size": CHARACTERS,
+        "char_embedding_dim": 3, "char_hidden_dim": 5, "max_word_length": 4, **options})
+
+
+@pytest.mark.parametrize("cell", zoo.CELL_TYPES)
+def test_char_tagger_trains_a_step_and_round_trips(cell, tmp_path):
+    model = char_tagger(cell)
+    assert model.uses_characters and model.char_encoder.cell == cell
+    model.compile(optimizer=keras.optimizers.SGD(0.5),
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.build((None, None))
+    before = [w.numpy().copy() for w in model.trainable_weights]
+    assert any("char_encoder" in w.path for w in model.trainable_weights)
+    history = model.fit(CHAR_INPUTS, targets("tagger"), epochs=1, batch_size=3, verbose=0)
+    assert np.isfinite(history.history["loss"][0])
+    unchanged = [w.path for b, w in zip(before, model.trainable_weights) if np.allclose(b, w.numpy())]
+    assert not unchanged, "every trainable weight, the character encoder's too, gets a gradient"
+
+    path = tmp_path / f"char_tagger_{cell}.keras"
+    model.save(path)
+    restored = keras.saving.load_model(path)
+    assert restored.get_config() == model.get_config()
+    assert restored.get_config()["char_vocabulary_size"] == CHARACTERS
+    np.testing.assert_allclose(restored.predict(CHAR_INPUTS, verbose=0),
+                               model.predict(CHAR_INPUTS, verbose=0), rtol=1e-6, atol=1e-6)
+
+
+def test_char_tagger_is_padding_invariant():
+    model = char_tagger()
+    alone = {"token_ids": TOKENS[1:2, :2], "char_ids": CHAR_IDS[1:2, :2, :3]}  # (1, 2, 3)
+    # Batched with a longer sentence of longer words: more steps, more characters.
+    batched = np.asarray(model(CHAR_INPUTS))[1, :2]
+    np.testing.assert_allclose(batched, np.asarray(model(alone))[0], atol=1e-6)
+
+
+def test_char_features_flow_for_unknown_words():
+    model = char_tagger()
+    unknown = np.array([[1, 1, 1, 0]], dtype="int32")  # three <unk> words and padding
+    spellings = np.zeros((1, 4, 4), dtype="int32")
+    spellings[0, 0, :3] = [2, 3, 4]
+    spellings[0, 1, :3] = [5, 6, 7]
+    spellings[0, 2, :3] = [2, 3, 4]  # spelled like the first
+    features = np.asarray(model.char_encoder(spellings))  # (1, 4, 2 * char_hidden)
+    assert features.shape == (1, 4, 10)
+    assert not np.allclose(features[0, 0], features[0, 1]), "different spellings, different features"
+    np.testing.assert_allclose(features[0, 0], features[0, 2], atol=1e-6)
+    np.testing.assert_array_equal(features[0, 3], 0.0)  # a padding word has no characters
+    logits = np.asarray(model({"token_ids": unknown, "char_ids": spellings}))
+    assert not np.allclose(logits[0, 0], logits[0, 1]), "the spelling reaches the tags"
+
+
+def test_char_tagger_keeps_max_word_length_characters():
+    model = char_tagger()
+    longer = np.concatenate([CHAR_IDS, np.full((3, 5, 3), 5, dtype="int32")], axis=-1)
+    longer[CHAR_IDS[:, :, 0] == 0] = 0  # padding words stay empty
+    np.testing.assert_allclose(model({"token_ids": TOKENS, "char_ids": longer}),
+                               model(CHAR_INPUTS), atol=1e-6)
+
+
+def test_word_only_tagger_is_unchanged_by_the_character_options():
+    model = zoo.build("tagger", **tiny_options("tagger"))
+    assert not model.uses_characters and model.char_encoder is None
+    config = model.get_config()
+    assert config["char_vocabulary_size"] == 0 and "extra_feature_dim" not in config
+    model(TOKENS)
+    assert not any("char" in w.path for w in model.weights)
+    assert "extra_feature_dim" not in zoo.valid_options("tagger")
+    assert "char_hidden_dim" in zoo.valid_options("tagger")
+    assert "char_hidden_dim" not in zoo.valid_options("classifier")
+
+
+def test_char_preset_builds():
+    model = zoo.build_preset("ewt_char_bilstm", vocabulary_size=50, num_tags=17,
+                             char_vocabulary_size=30)
+    assert model.uses_characters and model.backbone.extra_feature_dim == 128
+    base = zoo.get_preset("ewt_bilstm")["model"]
+    assert {k: v for k, v in zoo.get_preset("ewt_char_bilstm")["model"].items()
+            if not k.startswith("char_") and k != "max_word_length"} == base
+
+
+@pytest.mark.parametrize(
+    "call, message",
+    [
+        (lambda: char_tagger()(TOKENS), "has a character model"),
+        (lambda: zoo.build("tagger", **tiny_options("tagger"))(CHAR_INPUTS), "no character model"),
+        (lambda: char_tagger(char_vocabulary_size=-1), "char_vocabulary_size must be 0"),
+        (lambda: char_tagger(char_hidden_dim=0), "char_hidden_dim must be a positive integer"),
+        (lambda: zoo.build("tagger", vocabulary_size=5, extra_feature_dim=4),
+         r"Unknown option\(s\) \['extra_feature_dim'\] for task 'tagger'. Valid options: .*char_"),
+        (lambda: zoo.build("classifier", vocabulary_size=5, char_vocabulary_size=4),
+         "Unknown option"),
+        (lambda: zoo.RecurrentBackbone(VOCABULARY, extra_feature_dim=3)(TOKENS), "needs extra_features"),
+        (lambda: zoo.RecurrentBackbone(VOCABULARY)(TOKENS, extra_features=np.zeros((3, 5, 2))),
+         "without extra features"),
+    ],
+)
+def test_character_errors_are_clear(call, message):
+    with pytest.raises(ValueError, match=message):
+        call()
+
+
+def test_bidirectional_models_load_every_time(tmp_path):
+    # Keras matches objects by id() while a .keras file loads; Bidirectional's
+    # template layers, once freed, could lend their id to the next template and
+    # fail about 2% of loads ("should have different `go_backwards` value").
+    # zoo.cells.make_bidirectional keeps the templates alive; this loads a model
+    # with three bidirectional layers many times, with allocations in between.
+    model = char_tagger("gru", num_layers=2)
+    model.build((None, None))
+    path = tmp_path / "three_bidirectional_layers.keras"
+    model.save(path)
+    for round_ in range(80):
+        churn = [object() for _ in range(round_ * 5)]
+        restored = keras.saving.load_model(path)
+        del churn
+    for layer in restored.backbone.recurrent_layers:
+        assert layer.forward_layer.go_backwards is False and layer.backward_layer.go_backwards is True
+    assert restored.char_encoder.recurrent.backward_layer.go_backwards is True

@@ -18,7 +18,7 @@ import keras
 import zoo  # noqa: F401  (registers the zoo's classes for load_model)
 from training.datasets import load_split
 from training.errors import DataError
-from training.run import PreparedData, evaluate
+from training.run import PreparedData, evaluate, uses_characters
 from training.vocab import LabelVocabulary, Vocabulary
 
 
@@ -43,7 +43,11 @@ def evaluate_run(run_dir, *, source: str | None = None, split: str = "dev",
                             level=data["level"], tag_column=data["tag_column"],
                             valid_fraction=data["valid_fraction"], data_dir=data.get("data_dir"))
     labels = LabelVocabulary.load(run_dir / "labels.json") if (run_dir / "labels.json").exists() else None
-    prepared = PreparedData(Vocabulary.load(run_dir / "vocabulary.json"), labels, None, split_data)
+    char_vocabulary = None
+    if uses_characters(config):
+        char_vocabulary = Vocabulary.load(run_dir / "char_vocabulary.json")
+    prepared = PreparedData(Vocabulary.load(run_dir / "vocabulary.json"), labels, None, split_data,
+                            char_vocabulary)
     model = keras.saving.load_model(run_dir / "model.keras")
     return evaluate(model, config, prepared, split_data)
 

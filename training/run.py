@@ -6,6 +6,8 @@ into one plain dict; `train` runs it and leaves a run directory behind:
     <output_dir>/
       config.json       the resolved config (what `serving.export` needs to rebuild inputs)
       vocabulary.json   built from the train split only
+      char_vocabulary.json  the characters of the train split's words (taggers
+                        with a character model)
       labels.json       class or tag names (classifier, tagger)
       model.keras       the trained model (`keras.saving.load_model` after `import zoo`)
       metrics.json      dev metrics after training
@@ -16,6 +18,11 @@ into one plain dict; `train` runs it and leaves a run directory behind:
 Interrupting a run and starting the same command again resumes from the last
 finished epoch (Keras `BackupAndRestore`); the vocabulary is reloaded, not
 rebuilt, so ids stay the same.
+
+A tagger has a character model (Plank et al. 2016) when its model options set
+any of `char_embedding_dim`, `char_hidden_dim`, `max_word_length` (the
+`ewt_char_bilstm` preset does); `char_vocabulary_size` is filled in from the
+character vocabulary, as `vocabulary_size` is from the word vocabulary.
 """
 
 from __future__ import annotations
@@ -41,6 +48,7 @@ from training.metrics import Perplexity, per_tag_accuracy
 from training.plots import PlotHistory, plot_history
 from training.schedules import zaremba_learning_rate
 from training.vocab import LabelVocabulary, Vocabulary
+from zoo.characters import MAX_WORD_LENGTH
 
 logger = logging.getLogger(__name__)
 
@@ -56,6 +64,9 @@ TRAINING_KEYS = ("batch_size", "num_steps", "epochs", "optimizer", "learning_rat
                  "decay_start_epoch", "clip_norm", "early_stopping_patience", "sum_loss_over_time")
 DATA_KEYS = ("source", "dev_source", "level", "tag_column", "valid_fraction", "data_dir",
              "download", "max_train", "max_dev", "vocabulary_min_count", "vocabulary_max_size")
+# Model options that ask a tagger for a character model.
+CHARACTER_OPTIONS = ("char_vocabulary_size", "char_embedding_dim", "char_hidden_dim",
+                     "max_word_length")
 OPTIMIZERS = {
     "sgd": keras.optimizers.SGD,
     "adam": keras.optimizers.Adam,
@@ -146,6 +157,21 @@ class PreparedData:
     labels: LabelVocabulary | None
     train: object
     dev: object
+    char_vocabulary: Vocabulary | None = None  # taggers with a character model
+
+
+def uses_characters(config: dict) -> bool:
+    """Whether the run's tagger spells words out: a character option is set, and
+    char_vocabulary_size is not set to 0 (which switches the character model off)."""
+    model = config["model"]
+    if config["task"] != "tagger" or model.get("char_vocabulary_size") == 0:
+        return False
+    return any(option in model for option in CHARACTER_OPTIONS)
+
+
+def max_word_length(config: dict) -> int:
+    """Characters kept per word by a character tagger (the model's default if unset)."""
+    return int(config["model"].get("max_word_length", MAX_WORD_LENGTH))
 
 
 def load_data(config: dict, run_dir: Path | None = None) -> PreparedData:
@@ -181,7 +207,20 @@ def load_data(config: dict, run_dir: Path | None = None) -> PreparedData:
             labels = LabelVocabulary.load(labels_path)
         else:
             labels = LabelVocabulary.build(train.tags)
-    return PreparedData(vocabulary, labels, train, dev)
+    char_vocabulary = None
+    if uses_characters(config):
+        char_vocabulary = _character_vocabulary(train.sentences, run_dir)
+    return PreparedData(vocabulary, labels, train, dev, char_vocabulary)
+
+
+def _character_vocabulary(sentences, run_dir: Path | None) -> Vocabulary:
+    """The characters of the train split's words (reloaded when resuming)."""
+    path = run_dir / "char_vocabulary.json" if run_dir else None
+    if path and path.exists():
+        return Vocabulary.load(path)
+    # Every character seen counts, however rare: a character the vocabulary
+    # leaves out is only `<unk>`, and spelling is what the model is for.
+    return Vocabulary.build(list(word) for sentence in sentences for word in sentence)
 
 
 def _limit(split, limit):
@@ -206,9 +245,18 @@ def make_datasets(config: dict, prepared: PreparedData, *, shuffle_train: bool =
         make = lambda split, shuffle: classification_dataset(  # noqa: E731
             split, vocabulary, batch_size, shuffle=shuffle, seed=config["seed"])
     else:
-        make = lambda split, shuffle: tagging_dataset(  # noqa: E731
-            split, vocabulary, prepared.labels, batch_size, shuffle=shuffle, seed=config["seed"])
+        make = lambda split, shuffle: tagger_dataset(  # noqa: E731
+            config, prepared, split, batch_size, shuffle=shuffle)
     return make(prepared.train, shuffle_train), make(prepared.dev, False)
+
+
+def tagger_dataset(config: dict, prepared: PreparedData, split, batch_size: int, *,
+                   shuffle: bool = False):
+    """A tagging split as batches, with character ids when the tagger spells words."""
+    return tagging_dataset(split, prepared.vocabulary, prepared.labels, batch_size,
+                           shuffle=shuffle, seed=config["seed"],
+                           characters=prepared.char_vocabulary,
+                           max_word_length=max_word_length(config))
 
 
 # === Model ===
@@ -222,6 +270,8 @@ def build_model(config: dict, prepared: PreparedData):
         options["num_classes"] = len(prepared.labels)
     elif config["task"] == "tagger":
         options["num_tags"] = len(prepared.labels)
+        if prepared.char_vocabulary is not None:
+            options["char_vocabulary_size"] = len(prepared.char_vocabulary)
     return zoo.build(config["task"], cell=config["cell"], **options)
 
 
@@ -293,10 +343,11 @@ def evaluate(model, config: dict, prepared: PreparedData, split) -> dict:
         predictions = np.concatenate([np.argmax(model(x, training=False), -1) for x, _ in dataset])
         gold = np.asarray(split.labels)
         return {"accuracy": float((predictions == gold).mean()), "examples": int(len(gold))}
-    dataset = tagging_dataset(split, vocabulary, prepared.labels, 256)
+    dataset = tagger_dataset(config, prepared, split, 256)
     predicted = []
-    for token_ids, _, _ in dataset:
-        best = np.argmax(model(token_ids, training=False), -1)
+    for inputs, _, _ in dataset:
+        best = np.argmax(model(inputs, training=False), -1)
+        token_ids = inputs["token_ids"] if isinstance(inputs, dict) else inputs
         lengths = (np.asarray(token_ids) != 0).sum(1)
         predicted.extend(row[:length].tolist() for row, length in zip(best, lengths))
     gold = [prepared.labels.encode(tags) for tags in split.tags]
@@ -324,9 +375,12 @@ def train(config: dict, *, verbose="auto") -> dict:
     prepared.vocabulary.save(run_dir / "vocabulary.json")
     if prepared.labels is not None:
         prepared.labels.save(run_dir / "labels.json")
+    if prepared.char_vocabulary is not None:
+        prepared.char_vocabulary.save(run_dir / "char_vocabulary.json")
     config = {**config, "command": " ".join(shlex.quote(a) for a in sys.argv)}
     _write_json(run_dir / "config.json", config)
-    logger.info("data: vocabulary %d, %s", len(prepared.vocabulary),
+    logger.info("data: vocabulary %d%s, %s", len(prepared.vocabulary),
+                f", characters {len(prepared.char_vocabulary)}" if prepared.char_vocabulary else "",
                 "resuming from backup" if resuming else "fresh run")
 
     model = build_model(config, prepared)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import inspect
 
 from zoo.backbone import RecurrentBackbone
+from zoo.characters import CharacterEncoder
 from zoo.cells import CELL_TYPES, GATES, GatedLSTMCell
 from zoo.models import POOLINGS, LanguageModel, SentenceClassifier, SequenceTagger
 from zoo.presets import PRESETS, get_preset, list_presets
@@ -35,7 +36,8 @@ def valid_options(task: str) -> list[str]:
     cls = model_class(task)
     names = set(inspect.signature(cls.__init__).parameters)
     names |= set(inspect.signature(RecurrentBackbone.__init__).parameters)
-    names -= {"self", "kwargs", "cell"}
+    # extra_feature_dim is set by a head from its own options, never by a user.
+    names -= {"self", "kwargs", "cell", "extra_feature_dim"}
     if task == "language_model":
         names.discard("bidirectional")
     return sorted(names)
@@ -49,7 +51,9 @@ def build(task: str, cell: str = "lstm", **options):
         cell: "simple_rnn", "lstm", "gru" or "gated_lstm".
         **options: Model options, e.g. vocabulary_size (required), embedding_dim,
             hidden_dim, num_layers, dropout, bidirectional, pooling, num_classes,
-            num_tags, tie_weights, learned_initial_state, gates, peepholes.
+            num_tags, tie_weights, learned_initial_state, gates, peepholes, and
+            the tagger's character model: char_vocabulary_size,
+            char_embedding_dim, char_hidden_dim, max_word_length.
 
     Raises:
         ValueError: unknown task, cell or option (naming the valid ones), or
@@ -79,7 +83,7 @@ def build_preset(name: str, **overrides):
 
 __all__ = [
     "CELL_TYPES", "GATES", "POOLINGS", "PRESETS", "TASKS", "TASK_MODELS",
-    "GatedLSTMCell", "LanguageModel", "RecurrentBackbone", "SentenceClassifier",
+    "CharacterEncoder", "GatedLSTMCell", "LanguageModel", "RecurrentBackbone", "SentenceClassifier",
     "SequenceTagger", "build", "build_preset", "get_preset", "list_presets",
     "model_class", "valid_options",
 ]

@@ -2,6 +2,7 @@
 
     token ids (batch, time)
       -> Embedding, id 0 is padding and masked
+      -> [concatenate extra per-token features]     (e.g. character features)
       -> Dropout                                    (Zaremba et al. 2014)
       -> [recurrent layer -> Dropout] x num_layers  (optionally bidirectional)
       -> sequence (batch, time, hidden * directions), final state (batch, state_size)
@@ -19,7 +20,7 @@ from typing import Sequence
 import keras
 from keras import ops
 
-from zoo.cells import check_cell_type, make_recurrent_layer, normalize_gates, state_sizes
+from zoo.cells import make_bidirectional, check_cell_type, make_recurrent_layer, normalize_gates, state_sizes
 
 PAD_ID = 0
 
@@ -42,6 +43,10 @@ class RecurrentBackbone(keras.layers.Layer):
         gates, peepholes: Options of the gated_lstm cell.
         init_scale: If set, every weight starts uniform in [-init_scale,
             init_scale], as in Zaremba et al.; otherwise the Keras defaults.
+        extra_feature_dim: Width of the per-token features `call` takes as
+            `extra_features` and concatenates after the word embedding (0: none).
+            A task head sets it from its own feature layer (the tagger's
+            character encoder); it is not a user option.
 
     Example:
 
@@ -63,11 +68,15 @@ class RecurrentBackbone(keras.layers.Layer):
         gates: str | Sequence[str] = "all",
         peepholes: bool = False,
         init_scale: float | None = None,
+        extra_feature_dim: int = 0,
         **kwargs,
     ):
         super().__init__(**kwargs)
         _check_positive(vocabulary_size=vocabulary_size, embedding_dim=embedding_dim,
                         hidden_dim=hidden_dim, num_layers=num_layers)
+        if int(extra_feature_dim) != extra_feature_dim or extra_feature_dim < 0:
+            raise ValueError(f"extra_feature_dim must be a non-negative integer, "
+                             f"got {extra_feature_dim!r}.")
         _check_rate(dropout=dropout, recurrent_dropout=recurrent_dropout)
         self.vocabulary_size = int(vocabulary_size)
         self.cell = check_cell_type(cell)
@@ -81,6 +90,7 @@ class RecurrentBackbone(keras.layers.Layer):
         self.gates = normalize_gates(gates)
         self.peepholes = bool(peepholes)
         self.init_scale = None if init_scale is None else float(init_scale)
+        self.extra_feature_dim = int(extra_feature_dim)
 
         # === Layers ===
         initializer = None
@@ -108,7 +118,7 @@ class RecurrentBackbone(keras.layers.Layer):
                 name=f"{self.cell}_{index}",
             )
             if self.bidirectional:
-                layer = keras.layers.Bidirectional(layer, name=f"bidirectional_{index}")
+                layer = make_bidirectional(layer, name=f"bidirectional_{index}")
             self.recurrent_layers.append(layer)
 
     # === Shapes of the packed state ===
@@ -163,7 +173,7 @@ class RecurrentBackbone(keras.layers.Layer):
 
     def build(self, token_ids_shape):
         self.embedding.build(token_ids_shape)
-        width = self.embedding_dim
+        width = self.embedding_dim + self.extra_feature_dim
         for layer in self.recurrent_layers:
             layer.build((None, None, width))
             width = self.output_dim
@@ -179,26 +189,37 @@ class RecurrentBackbone(keras.layers.Layer):
             return ops.tile(ops.expand_dims(self.initial_state_vector, 0), [batch_size, 1])
         return ops.zeros((batch_size, self.state_size), dtype=self.compute_dtype)
 
-    def call(self, token_ids, initial_state=None, training=None):
+    def call(self, token_ids, initial_state=None, extra_features=None, training=None):
         """Runs the backbone.
 
         Args:
-            token_ids: (batch, time) integer ids, right-padded with 0.
+            token_ids: (batch, time) integer ids, right-padded with 0. They
+                alone decide the mask.
             initial_state: Optional (batch, state_size) packed state; defaults to
                 `initial_state(batch)`.
+            extra_features: (batch, time, extra_feature_dim) floats, required
+                when extra_feature_dim > 0 and refused otherwise.
             training: Whether dropout is active.
 
         Returns:
             (sequence, state): (batch, time, output_dim) outputs and the packed
             state after each row's last real token.
         """
+        if self.extra_feature_dim and extra_features is None:
+            raise ValueError(f"This backbone needs extra_features of width "
+                             f"{self.extra_feature_dim} (batch, time, {self.extra_feature_dim}).")
+        if extra_features is not None and not self.extra_feature_dim:
+            raise ValueError("This backbone was built without extra features "
+                             "(extra_feature_dim=0); do not pass extra_features.")
         mask = ops.not_equal(token_ids, PAD_ID)  # (batch, time)
         if initial_state is None:
             initial_state = self.initial_state(ops.shape(token_ids)[0])
         layer_states = self.unpack_state(initial_state)
 
         x = self.embedding(token_ids)  # (batch, time, embedding)
-        x = self.dropouts[0](x, training=training)
+        if extra_features is not None:
+            x = ops.concatenate([x, ops.cast(extra_features, x.dtype)], axis=-1)
+        x = self.dropouts[0](x, training=training)  # (batch, time, embedding + extra)
         final_states = []
         for index, layer in enumerate(self.recurrent_layers):
             x, *states = layer(
@@ -229,6 +250,7 @@ class RecurrentBackbone(keras.layers.Layer):
                 "gates": list(self.gates),
                 "peepholes": self.peepholes,
                 "init_scale": self.init_scale,
+                "extra_feature_dim": self.extra_feature_dim,
             }
         )
         return config

@@ -276,3 +276,21 @@ def make_recurrent_layer(
         "gru": keras.layers.GRU,
     }[cell]
     return layer_class(units, recurrent_dropout=recurrent_dropout, **kernels, **common)
+
+
+def make_bidirectional(layer: keras.layers.Layer, name: str) -> keras.layers.Bidirectional:
+    """``keras.layers.Bidirectional`` around ``layer``, keeping ``layer`` alive.
+
+    Bidirectional rebuilds both directions from ``layer``'s config and then
+    drops it. While a ``.keras`` file loads, Keras matches the objects it
+    serializes by ``id()`` (its object-sharing scope), so a template freed here
+    can hand its id to the next one, which is then taken for the earlier layer:
+    the load fails now and then with "Forward layer and backward layer should
+    have different `go_backwards` value" (seen with two bidirectional layers in
+    one model, about 2% of loads). A plain reference, which Keras does not
+    track, keeps each template's id unique for the wrapper's lifetime.
+    """
+    wrapper = keras.layers.Bidirectional(layer, name=name)
+    object.__setattr__(wrapper, "_zoo_template", layer)
+    return wrapper
+

@@ -14,6 +14,7 @@ import keras
 from keras import ops
 
 from zoo.backbone import RecurrentBackbone
+from zoo.characters import MAX_WORD_LENGTH, CharacterEncoder
 
 POOLINGS = ("last", "mean", "max")
 
@@ -35,6 +36,7 @@ class _RecurrentModel(keras.Model):
         gates: str | Sequence[str] = "all",
         peepholes: bool = False,
         init_scale: float | None = None,
+        extra_feature_dim: int = 0,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -51,6 +53,7 @@ class _RecurrentModel(keras.Model):
             gates=gates,
             peepholes=peepholes,
             init_scale=init_scale,
+            extra_feature_dim=extra_feature_dim,
             name="backbone",
         )
 
@@ -65,7 +68,9 @@ class _RecurrentModel(keras.Model):
     def get_config(self):
         config = super().get_config()
         backbone_config = self.backbone.get_config()
-        for key in ("name", "trainable", "dtype"):
+        # extra_feature_dim follows from the head's own options (the tagger's
+        # character encoder), so it is not one of the model's options.
+        for key in ("name", "trainable", "dtype", "extra_feature_dim"):
             backbone_config.pop(key, None)
         config.update(backbone_config)
         return config
@@ -184,30 +189,117 @@ class SentenceClassifier(_RecurrentModel):
 class SequenceTagger(_RecurrentModel):
     """One tag per token: a softmax over tags at every step.
 
+    With a character model (char_vocabulary_size > 0, Plank, Søgaard & Goldberg
+    2016) every word is also spelled out by a CharacterEncoder, whose features
+    are concatenated to the word embedding; the model is then called with a
+    dict `{"token_ids": (batch, time), "char_ids": (batch, time, chars)}`.
+    Without one it takes the token ids alone, as before.
+
     Args:
         num_tags: Number of tags (17 for UD UPOS).
+        char_vocabulary_size: Number of character ids (0 is padding, 1 an
+            unknown character); 0 means no character model.
+        char_embedding_dim: Size of the character vectors.
+        char_hidden_dim: Units per direction of the character BiRNN, which runs
+            the tagger's own cell type.
+        max_word_length: Characters kept per word.
         **backbone_options: See RecurrentBackbone (bidirectional taggers are the
             usual choice, Plank et al. 2016).
+
+    Example:
+
+        tagger = SequenceTagger(vocabulary_size=20_000, num_tags=17, bidirectional=True,
+                                char_vocabulary_size=100)
+        logits = tagger({"token_ids": token_ids, "char_ids": char_ids})  # (B, T, 17)
     """
 
-    def __init__(self, vocabulary_size: int, num_tags: int = 17, **kwargs):
-        super().__init__(vocabulary_size, **kwargs)
+    def __init__(
+        self,
+        vocabulary_size: int,
+        num_tags: int = 17,
+        char_vocabulary_size: int = 0,
+        char_embedding_dim: int = 32,
+        char_hidden_dim: int = 64,
+        max_word_length: int = MAX_WORD_LENGTH,
+        **kwargs,
+    ):
+        if int(char_vocabulary_size) != char_vocabulary_size or char_vocabulary_size < 0:
+            raise ValueError("char_vocabulary_size must be 0 (no character model) or a "
+                             f"positive integer, got {char_vocabulary_size!r}.")
+        uses_characters = char_vocabulary_size > 0
+        extra_feature_dim = 2 * int(char_hidden_dim) if uses_characters else 0
+        super().__init__(vocabulary_size, extra_feature_dim=extra_feature_dim, **kwargs)
         if int(num_tags) < 1:
             raise ValueError(f"num_tags must be positive, got {num_tags}.")
         self.num_tags = int(num_tags)
+        self.char_vocabulary_size = int(char_vocabulary_size)
+        self.char_embedding_dim = int(char_embedding_dim)
+        self.char_hidden_dim = int(char_hidden_dim)
+        self.max_word_length = int(max_word_length)
+        self.char_encoder = None
+        if uses_characters:
+            self.char_encoder = CharacterEncoder(
+                self.char_vocabulary_size,
+                cell=self.backbone.cell,
+                embedding_dim=self.char_embedding_dim,
+                hidden_dim=self.char_hidden_dim,
+                max_word_length=self.max_word_length,
+                gates=self.backbone.gates,
+                peepholes=self.backbone.peepholes,
+                name="char_encoder",
+            )
         self.tag_projection = keras.layers.Dense(self.num_tags, name="tag_projection")
 
-    def build(self, token_ids_shape):
-        self.backbone.build(token_ids_shape)
+    @property
+    def uses_characters(self) -> bool:
+        """Whether the tagger spells words out (and so takes a dict input)."""
+        return self.char_encoder is not None
+
+    def build(self, inputs_shape=None):
+        # Token ids are (batch, time) whatever the input's structure, so the
+        # sublayers are built from their own sizes, not from `inputs_shape`.
+        self.backbone.build((None, None))
+        if self.uses_characters:
+            self.char_encoder.build((None, None, None))
         self.tag_projection.build((None, None, self.backbone.output_dim))
         self.built = True
 
-    def call(self, token_ids, training=None):
-        """Logits (batch, time, num_tags)."""
-        sequence, _ = self.backbone(token_ids, training=training)
+    def call(self, inputs, training=None):
+        """Logits (batch, time, num_tags).
+
+        Args:
+            inputs: (batch, time) token ids, or a dict with "token_ids" and,
+                for a character model, "char_ids" (batch, time, chars).
+        """
+        token_ids, char_ids = self._split_inputs(inputs)
+        char_features = None
+        if self.uses_characters:
+            # (batch, time, 2 * char_hidden_dim)
+            char_features = self.char_encoder(char_ids, training=training)
+        sequence, _ = self.backbone(token_ids, extra_features=char_features, training=training)
         return self.tag_projection(sequence)
+
+    def _split_inputs(self, inputs):
+        """(token_ids, char_ids or None); ValueError if they do not fit the model."""
+        if isinstance(inputs, dict):
+            token_ids, char_ids = inputs["token_ids"], inputs.get("char_ids")
+        else:
+            token_ids, char_ids = inputs, None
+        if self.uses_characters and char_ids is None:
+            raise ValueError('This tagger has a character model: call it with '
+                             '{"token_ids": (batch, time), "char_ids": (batch, time, chars)}.')
+        if not self.uses_characters and char_ids is not None:
+            raise ValueError("This tagger has no character model (char_vocabulary_size=0); "
+                             "it takes token ids only.")
+        return token_ids, char_ids
 
     def get_config(self):
         config = super().get_config()
-        config["num_tags"] = self.num_tags
+        config.update({
+            "num_tags": self.num_tags,
+            "char_vocabulary_size": self.char_vocabulary_size,
+            "char_embedding_dim": self.char_embedding_dim,
+            "char_hidden_dim": self.char_hidden_dim,
+            "max_word_length": self.max_word_length,
+        })
         return config

@@ -1,9 +1,10 @@
 """Named configurations: the model and the training settings that go with it.
 
 A preset is plain data. `model` holds constructor arguments of the task's model
-class (the vocabulary and label sizes are filled in from the data at build
-time); `training` holds what `training/` needs to reproduce the setup; `data`
-names the corpus it was made for. Sources are cited so a reader can check them.
+class (the vocabulary and label sizes, and a tagger's character vocabulary size,
+are filled in from the data at build time); `training` holds what `training/`
+needs to reproduce the setup; `data` names the corpus it was made for. Sources
+are cited so a reader can check them.
 """
 
 from __future__ import annotations
@@ -120,6 +121,19 @@ PRESETS: dict[str, dict] = {
         "reference": "Plank, Søgaard & Goldberg 2016 (94.6 with random init, UD 1.3)",
         "model": {"cell": "lstm", "embedding_dim": 128, "hidden_dim": 100, "num_layers": 1,
                   "bidirectional": True, "dropout": 0.25},
+        "training": {"batch_size": 32, "epochs": 10, "optimizer": "adam", "learning_rate": 2e-3,
+                     "clip_norm": 5.0, "early_stopping_patience": 2},
+        "data": {"local": "ud_english_ewt", "tfds": "universal_dependencies/en_ewt"},
+    },
+    "ewt_char_bilstm": {
+        "task": "tagger",
+        "description": "ewt_bilstm plus a character BiLSTM per word, so unknown words keep "
+                       "their spelling.",
+        "reference": "Plank, Søgaard & Goldberg 2016 (word + char bi-LSTM, 94.6 UPOS on "
+                     "UD 1.3 English)",
+        "model": {"cell": "lstm", "embedding_dim": 128, "hidden_dim": 100, "num_layers": 1,
+                  "bidirectional": True, "dropout": 0.25, "char_embedding_dim": 32,
+                  "char_hidden_dim": 64, "max_word_length": 24},
         "training": {"batch_size": 32, "epochs": 10, "optimizer": "adam", "learning_rate": 2e-3,
                      "clip_norm": 5.0, "early_stopping_patience": 2},
         "data": {"local": "ud_english_ewt", "tfds": "universal_dependencies/en_ewt"},

@@ -2,7 +2,9 @@
 
 Batches are right-padded with `PAD_ID` (0) to the longest sentence of that
 batch, not of the corpus, so a batch of short sentences stays small; the
-models mask padding, as docs/serving_contract.md requires. Language-model
+models mask padding, as docs/serving_contract.md requires. A tagger with a
+character model also gets each word's character ids, padded the same way to
+the longest word of the batch. Language-model
 batches are different (fixed-length windows of one stream) and live in
 `training.lm_batching`.
 """
@@ -54,7 +56,7 @@ def classification_dataset(
     token_ids = [vocab.encode(sentence[:max_length]) for sentence in data.sentences]
     labels = np.asarray(data.labels, dtype=np.int32)
     return _padded_batches(
-        [(token_ids, np.int32)],
+        [_ragged(token_ids, np.int32)],
         labels,
         batch_size,
         shuffle=shuffle,
@@ -71,6 +73,8 @@ def tagging_dataset(
     *,
     shuffle: bool = False,
     seed: int = 0,
+    characters: Vocabulary | None = None,
+    max_word_length: int | None = None,
 ) -> tf.data.Dataset:
     """Batches sentences with one tag id per token.
 
@@ -87,31 +91,48 @@ def tagging_dataset(
         shuffle: Reorder the sentences on each pass, see
             `classification_dataset`.
         seed: The shuffle seed.
+        characters: For a tagger with a character model, maps characters to
+            ids (unknown ones become `<unk>`); None for a word-only tagger.
+        max_word_length: With `characters`, the characters kept per word.
 
     Returns:
-        A dataset of `(token_ids, tag_ids, sample_weight)`, each `[batch,
-        time]`: `int32` ids right-padded with 0, and `float32` weights that are
-        1 on real tokens and 0 on padding.
+        A dataset of `(inputs, tag_ids, sample_weight)`, each `[batch, time]`:
+        `int32` ids right-padded with 0, and `float32` weights that are 1 on
+        real tokens and 0 on padding. `inputs` is the token ids, or with
+        `characters` a dict of `token_ids` and `char_ids`, `int32 [batch,
+        time, chars]` right-padded with 0 on both axes, where `chars` is the
+        batch's longest word, at most `max_word_length`.
 
     Raises:
         DataError: If a tag is not in `tags` (e.g. a dev tag unseen in train).
-        ValueError: If `batch_size` is not positive or `data` is empty.
+        ValueError: If `batch_size` is not positive, `data` is empty, or
+            `characters` comes without a positive `max_word_length`.
     """
     token_ids = [vocab.encode(sentence) for sentence in data.sentences]
     tag_ids = [tags.encode(sentence_tags) for sentence_tags in data.tags]
     weights = [[1.0] * len(sentence) for sentence in data.sentences]
-    return _padded_batches(
-        [(token_ids, np.int32), (tag_ids, np.int32), (weights, np.float32)],
-        None,
-        batch_size,
-        shuffle=shuffle,
-        seed=seed,
-        source=data.source,
+    columns = [_ragged(tag_ids, np.int32), _ragged(weights, np.float32)]
+    if characters is None:
+        inputs = [_ragged(token_ids, np.int32)]
+    else:
+        if max_word_length is None or max_word_length < 1:
+            raise ValueError(f"max_word_length must be at least 1, got {max_word_length}")
+        char_ids = [[characters.encode(word[:max_word_length]) for word in sentence]
+                    for sentence in data.sentences]
+        inputs = [_ragged(token_ids, np.int32), _ragged_words(char_ids)]
+    dataset = _padded_batches(
+        inputs + columns, None, batch_size, shuffle=shuffle, seed=seed, source=data.source
+    )
+    if characters is None:
+        return dataset
+    return dataset.map(
+        lambda token_ids, char_ids, tag_ids, weights: (
+            {"token_ids": token_ids, "char_ids": char_ids}, tag_ids, weights)
     )
 
 
 def _padded_batches(
-    sequence_columns: list[tuple[list[Sequence[float]], type]],
+    sequence_columns: list[tf.RaggedTensor],
     labels: np.ndarray | None,
     batch_size: int,
     *,
@@ -122,10 +143,11 @@ def _padded_batches(
     """Shuffles and pads parallel per-sentence columns into batches.
 
     Args:
-        sequence_columns: `(rows, dtype)` pairs; each holds one row per
-            sentence (ids or weights), and the rows of one sentence have the
-            same length. Every column is padded with 0: `PAD_ID` for tokens,
-            and for tags and weights a value the zero weight switches off.
+        sequence_columns: Ragged tensors (see `_ragged`, `_ragged_words`) with
+            one row per sentence (ids or weights); the rows of one sentence
+            have the same length. Every column is padded with 0: `PAD_ID` for
+            tokens and characters, and for tags and weights a value the zero
+            weight switches off.
         labels: One scalar per sentence, appended to each element unpadded;
             or None.
         batch_size: Sentences per batch.
@@ -135,12 +157,12 @@ def _padded_batches(
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
-    num_examples = len(sequence_columns[0][0])
+    num_examples = int(sequence_columns[0].nrows())
     if num_examples == 0:
         raise DataError(f"{source}: no sentences to batch")
     # Ragged tensors let tf.data slice the whole corpus in-graph; a Python
     # generator would hold the GIL on every element.
-    elements = [_ragged(rows, dtype) for rows, dtype in sequence_columns]
+    elements = list(sequence_columns)
     if labels is not None:
         elements.append(tf.constant(labels))
     dataset = tf.data.Dataset.from_tensor_slices(tuple(elements))
@@ -173,3 +195,12 @@ def _ragged(rows: list[Sequence[float]], dtype: type) -> tf.RaggedTensor:
         (value for row in rows for value in row), dtype=dtype, count=int(lengths.sum())
     )
     return tf.RaggedTensor.from_row_lengths(values, lengths)
+
+
+def _ragged_words(sentences: list[list[Sequence[int]]]) -> tf.RaggedTensor:
+    """Stacks sentences of words of character ids into `[sentences, None, None]`."""
+    words = [word for sentence in sentences for word in sentence]
+    characters = _ragged(words, np.int32)  # (words, None)
+    sentence_lengths = np.fromiter((len(sentence) for sentence in sentences), dtype=np.int64,
+                                   count=len(sentences))
+    return tf.RaggedTensor.from_row_lengths(characters, sentence_lengths)
