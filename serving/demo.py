@@ -29,7 +29,11 @@ SENTENCES = [
     "the plot is a mess and the acting is even worse .",
     "it 's not a great film , but it 's a fun ride .",
 ]
-TAG_SENTENCE = "The server answered every request in a few milliseconds ."
+TAG_SENTENCES = [
+    "The server answered every request in a few milliseconds .",
+    # Words the tagger's vocabulary has never seen: its character model still reads them.
+    "Guido van Rossum released Python 3.13 in Amsterdam last Tuesday .",
+]
 # PTB is lowercased, with numbers as N and rare words as <unk>.
 SCORE_TEXTS = [
     "the company said its profit rose N N in the third quarter <eos>",
@@ -57,9 +61,9 @@ def run_demo(client: ServingClient, rest_url: str | None, *, max_new_tokens: int
     for sentence, result in zip(SENTENCES, client.classify_sentences_with_examples(CLASSIFIER, SENTENCES)):
         print(f"{result.label:9s} {json.dumps({k: round(v, 3) for k, v in result.probabilities.items()})}")
 
-    section(f"tag a sentence with {TAGGER} (UPOS)")
-    pairs = client.tag(TAGGER, [TAG_SENTENCE])[0]
-    print(" ".join(f"{token}/{tag}" for token, tag in pairs))
+    section(f"tag sentences with {TAGGER} (UPOS)")
+    for pairs in client.tag(TAGGER, TAG_SENTENCES):
+        print(" ".join(f"{token}/{tag}" for token, tag in pairs))
 
     section(f"score texts with {WORD_MODEL} (perplexity over the wire)")
     for text, score in zip(SCORE_TEXTS, client.score(WORD_MODEL, SCORE_TEXTS)):
