@@ -317,3 +317,21 @@ def test_bidirectional_models_load_every_time(tmp_path):
     for layer in restored.backbone.recurrent_layers:
         assert layer.forward_layer.go_backwards is False and layer.backward_layer.go_backwards is True
     assert restored.char_encoder.recurrent.backward_layer.go_backwards is True
+
+
+@pytest.mark.parametrize("cell", zoo.CELL_TYPES)
+def test_character_encoder_packing_real_words_changes_nothing(cell):
+    from zoo.characters import CharacterEncoder
+
+    packed = CharacterEncoder(CHARACTERS, cell=cell, embedding_dim=3, hidden_dim=5, max_word_length=4)
+    every_slot = CharacterEncoder(CHARACTERS, cell=cell, embedding_dim=3, hidden_dim=5, max_word_length=4,
+                                  pack_words=False)
+    packed.build((None, None, None))
+    every_slot.build((None, None, None))
+    every_slot.set_weights(packed.get_weights())
+    features = np.asarray(packed(CHAR_IDS))
+    np.testing.assert_allclose(features, np.asarray(every_slot(CHAR_IDS)), atol=1e-6)
+    assert np.all(features[1, 2:] == 0) and np.any(features[1, :2] != 0), "padding words are zero"
+    empty = np.zeros((2, 3, 4), dtype="int32")  # no word at all: one padding row runs, all zeros come out
+    assert np.all(np.asarray(packed(empty)) == 0) and np.asarray(packed(empty)).shape == (2, 3, 10)
+    assert CharacterEncoder.from_config(every_slot.get_config()).pack_words is False
