@@ -148,7 +148,7 @@ class SavedModelBackend:
     """A zoo language-model SavedModel loaded in this process, with TensorFlow alone.
 
     Args:
-        path: a version directory, e.g. ``saved_models/shakespeare_char_lstm/1``.
+        path: a version directory, e.g. ``saved_models/shakespeare_char_lstm/2``.
 
     Raises:
         ValueError: the path holds no SavedModel, or not a language model.

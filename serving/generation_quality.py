@@ -4,7 +4,7 @@
 statistics of the text they produce, next to the same statistics of human
 text. This module does that for the zoo's language models:
 
-    python -m serving.generation_quality --saved_model saved_models/shakespeare_char_lstm/1 \\
+    python -m serving.generation_quality --saved_model saved_models/shakespeare_char_lstm/2 \\
         --data ../shared/data/tinyshakespeare --num_prompts 50 --max_new_tokens 200 \\
         --output benchmarks/results/generation_quality_shakespeare
 
@@ -636,7 +636,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Compare decoding methods (greedy, beam, pure sampling, top-k, nucleus) by the statistics "
                     "of Holtzman et al. (2020): perplexity, repetition, distinct-n, Self-BLEU and Zipf "
                     "coefficient, next to the same statistics of human text from the corpus's dev split.",
-        epilog=f"example: {PROG} --saved_model saved_models/shakespeare_char_lstm/1 "
+        epilog=f"example: {PROG} --saved_model saved_models/shakespeare_char_lstm/2 "
                "--data ../shared/data/tinyshakespeare --num_prompts 50 --max_new_tokens 200 "
                "--output benchmarks/results/generation_quality_shakespeare")
     add_backend_arguments(parser)
