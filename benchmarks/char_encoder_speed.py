@@ -26,6 +26,8 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from plotting import bar_chart
+
 
 def real_batches(data: str, batch_size: int, count: int, max_word_length: int):
     """The first `count` shuffled training batches of character ids, as the trainer makes them."""
@@ -80,20 +82,10 @@ def write_report(results: dict, output_dir: Path) -> None:
         lines.append(f"| {name} | {row['median_ms']:.1f} | {base / row['median_ms']:.2f}x |")
     (output_dir / "char_encoder_speed.md").write_text("\n".join(lines) + "\n")
 
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    figure, axis = plt.subplots(figsize=(6.5, 2.4))
     names = list(runs)
-    axis.barh(names, [runs[name]["median_ms"] for name in names])
-    axis.set_xlabel("ms per batch, forward + backward")
-    axis.set_title("character encoder: packed real words vs every slot")
-    axis.invert_yaxis()
-    figure.tight_layout()
-    figure.savefig(output_dir / "char_encoder_speed.png", dpi=110)
-    plt.close(figure)
+    bar_chart(output_dir / "char_encoder_speed.png", names, [runs[name]["median_ms"] for name in names],
+              xlabel="ms per batch, forward + backward", title="character encoder: packed real words vs every slot",
+              figsize=(6.5, 2.4))
 
 
 def main(argv=None) -> int:

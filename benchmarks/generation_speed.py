@@ -27,6 +27,8 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from plotting import bar_chart
+
 
 def latest_version(model_base_dir: Path, model: str) -> Path:
     """The highest integer version directory of a model."""
@@ -81,21 +83,10 @@ def write_report(results: dict, output_dir: Path) -> None:
                      f"{row['tokens_per_second'] / base:.2f} |")
     (output_dir / "generation_speed.md").write_text("\n".join(lines) + "\n")
 
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    figure, axis = plt.subplots(figsize=(7, 3.2))
     names = list(runs)
-    axis.barh(names, [runs[name]["tokens_per_second"] for name in names])
-    axis.set_xscale("log")
-    axis.set_xlabel("tokens per second (log scale)")
-    axis.set_title(f"generation speed, {results['setup']['model']}")
-    axis.invert_yaxis()
-    figure.tight_layout()
-    figure.savefig(output_dir / "generation_speed.png", dpi=110)
-    plt.close(figure)
+    bar_chart(output_dir / "generation_speed.png", names, [runs[name]["tokens_per_second"] for name in names],
+              xlabel="tokens per second (log scale)", title=f"generation speed, {results['setup']['model']}",
+              log_scale=True)
 
 
 def main(argv=None) -> int:

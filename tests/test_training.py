@@ -178,11 +178,11 @@ def test_train_tagger_and_per_tag_evaluation(tmp_path, capsys):
     assert "NOUN" in out and "accuracy" in out
 
 
-def test_interrupted_run_resumes_from_the_last_epoch(tmp_path, monkeypatch):
-    data = write_sst(tmp_path / "sst")
-    run = tmp_path / "run_resume"
-    args = ["--task", "classifier", "--cell", "simple_rnn", "--data", str(data), "--epochs", "3",
-            "--batch_size", "8", "--early_stopping_patience", "0", "--output_dir", str(run), *SMALL]
+def interrupt_after_second_epoch(monkeypatch, args):
+    """Runs the train CLI with `args` and cuts it off at the end of epoch 1, as a power cut would.
+
+    Returns the original `make_callbacks`, to put back before resuming.
+    """
 
     class Interrupt(keras.callbacks.Callback):
         def on_epoch_end(self, epoch, logs=None):
@@ -193,6 +193,16 @@ def test_interrupted_run_resumes_from_the_last_epoch(tmp_path, monkeypatch):
     monkeypatch.setattr(run_module, "make_callbacks", lambda c, d: original(c, d) + [Interrupt()])
     with pytest.raises(RuntimeError, match="power cut"):
         train_cli.main(args)
+    return original
+
+
+def test_interrupted_run_resumes_from_the_last_epoch(tmp_path, monkeypatch):
+    data = write_sst(tmp_path / "sst")
+    run = tmp_path / "run_resume"
+    args = ["--task", "classifier", "--cell", "simple_rnn", "--data", str(data), "--epochs", "3",
+            "--batch_size", "8", "--early_stopping_patience", "0", "--output_dir", str(run), *SMALL]
+
+    original = interrupt_after_second_epoch(monkeypatch, args)
     assert (run / "backup").exists() and not (run / "model.keras").exists()
     vocabulary_before = (run / "vocabulary.json").read_text()
 
@@ -215,15 +225,7 @@ def test_char_tagger_trains_resumes_evaluates_and_exports(tmp_path, monkeypatch,
             "--learning_rate", "0.02", "--early_stopping_patience", "0", "--output_dir", str(run),
             *SMALL, *CHAR_SMALL]
 
-    class Interrupt(keras.callbacks.Callback):
-        def on_epoch_end(self, epoch, logs=None):
-            if epoch == 1:
-                raise RuntimeError("power cut")
-
-    original = run_module.make_callbacks
-    monkeypatch.setattr(run_module, "make_callbacks", lambda c, d: original(c, d) + [Interrupt()])
-    with pytest.raises(RuntimeError, match="power cut"):
-        train_cli.main(args)
+    original = interrupt_after_second_epoch(monkeypatch, args)
     characters_before = (run / "char_vocabulary.json").read_text()
     monkeypatch.setattr(run_module, "make_callbacks", original)
     assert train_cli.main(args) == 0
