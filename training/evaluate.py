@@ -13,13 +13,8 @@ import logging
 import sys
 from pathlib import Path
 
-import keras
-
-import zoo  # noqa: F401  (registers the zoo's classes for load_model)
-from training.datasets import load_split
+from training.cli import quiet_tensorflow_logs
 from training.errors import DataError
-from training.run import PreparedData, evaluate, uses_characters
-from training.vocab import LabelVocabulary, Vocabulary
 
 
 def evaluate_run(run_dir, *, source: str | None = None, split: str = "dev",
@@ -29,6 +24,14 @@ def evaluate_run(run_dir, *, source: str | None = None, split: str = "dev",
     Raises:
         DataError: the run directory or its files are missing, or the data is bad.
     """
+    quiet_tensorflow_logs()
+    import keras
+
+    import zoo  # noqa: F401  (registers the zoo's classes for load_model)
+    from training.datasets import load_split
+    from training.run import PreparedData, evaluate, uses_characters
+    from training.vocab import LabelVocabulary, Vocabulary
+
     run_dir = Path(run_dir)
     for name in ("config.json", "vocabulary.json", "model.keras"):
         if not (run_dir / name).exists():

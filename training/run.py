@@ -15,9 +15,13 @@ into one plain dict; `train` runs it and leaves a run directory behind:
       tensorboard/      TensorBoard logs
       checkpoint.weights.h5, backup/   resume state (see below)
 
+      run.json          what the run was made from: its config and fingerprints of
+                        its train and dev splits (`training.run_directory`)
+
 Interrupting a run and starting the same command again resumes from the last
 finished epoch (Keras `BackupAndRestore`); the vocabulary is reloaded, not
-rebuilt, so ids stay the same.
+rebuilt, so ids stay the same. Another corpus or config into a used directory
+stops with `RunDirectoryError` instead of mixing the two.
 
 A tagger has a character model (Plank et al. 2016) when its model options set
 any of `char_embedding_dim`, `char_hidden_dim`, `max_word_length` (the
@@ -32,6 +36,7 @@ import dataclasses
 import json
 import logging
 import shlex
+import shutil
 import sys
 import time
 from dataclasses import dataclass
@@ -41,6 +46,7 @@ import keras
 import numpy as np
 
 import zoo
+from training import run_directory
 from training.datasets import classification_dataset, load_split, tagging_dataset
 from training.language_model import CarriedStateReset, CarriedStateTrainer, evaluate_language_model
 from training.lm_batching import lm_dataset
@@ -108,6 +114,9 @@ def resolve_config(
     if unknown:
         raise ValueError(f"Unknown model option(s) {unknown} for {task}. "
                          f"Valid options: {', '.join(zoo.valid_options(task))}.")
+    zoo.check_option_values(task, model_options)
+    if cell not in zoo.CELL_TYPES:
+        raise ValueError(f"Unknown cell {cell!r}. Valid cells: {', '.join(zoo.CELL_TYPES)}.")
 
     training_options = dict(TASK_TRAINING_DEFAULTS[task])
     training_options.update(base["training"] if base else {})
@@ -174,8 +183,8 @@ def max_word_length(config: dict) -> int:
     return int(config["model"].get("max_word_length", MAX_WORD_LENGTH))
 
 
-def load_data(config: dict, run_dir: Path | None = None) -> PreparedData:
-    """Loads train and dev splits and the vocabularies (reloaded when resuming)."""
+def load_splits(config: dict):
+    """The train and dev splits of a run's data, as the config limits them."""
     task, data = config["task"], config["data"]
     options = {"level": data["level"], "tag_column": data["tag_column"],
                "valid_fraction": data["valid_fraction"], "data_dir": data.get("data_dir"),
@@ -189,7 +198,18 @@ def load_data(config: dict, run_dir: Path | None = None) -> PreparedData:
                          "(or --data a directory holding both splits).")
     else:
         dev = load_split(task, data["source"], "dev", **options)
-    train, dev = _limit(train, data.get("max_train")), _limit(dev, data.get("max_dev"))
+    return _limit(train, data.get("max_train")), _limit(dev, data.get("max_dev"))
+
+
+def load_data(config: dict, run_dir: Path | None = None, splits=None) -> PreparedData:
+    """The splits and their vocabularies: built from the train split, or reloaded from `run_dir`.
+
+    Pass `run_dir` only for a run that is resuming or finished (its vocabularies
+    are then the ones the model was trained with); `splits` skips reading the
+    data again when the caller has it.
+    """
+    task, data = config["task"], config["data"]
+    train, dev = splits if splits is not None else load_splits(config)
 
     vocabulary_path = run_dir / "vocabulary.json" if run_dir else None
     if vocabulary_path and vocabulary_path.exists():
@@ -360,18 +380,44 @@ def evaluate(model, config: dict, prepared: PreparedData, split) -> dict:
 # === The run ===
 
 
-def train(config: dict, *, verbose="auto") -> dict:
-    """Trains, evaluates and saves one run. Returns the metrics written to metrics.json."""
-    run_dir = Path(config["output_dir"])
-    run_dir.mkdir(parents=True, exist_ok=True)
-    resuming = (run_dir / "backup").exists()
-    if not resuming:
-        for stale in ("history.csv", "metrics.json"):
-            (run_dir / stale).unlink(missing_ok=True)
-    keras.utils.set_random_seed(config["seed"])
+def train(config: dict, *, verbose="auto", overwrite: bool = False) -> dict:
+    """Trains, evaluates and saves one run. Returns the metrics written to metrics.json.
 
+    The run directory must be new, empty or hold this same run (see
+    `training.run_directory`): the same config on the same data resumes from
+    the last finished epoch. `overwrite` replaces whatever the directory held.
+    A run stopped before its first epoch finished leaves nothing behind.
+
+    Raises:
+        RunDirectoryError: the directory holds another run and `overwrite` is not set.
+    """
+    run_dir = Path(config["output_dir"])
+    keras.utils.set_random_seed(config["seed"])
     started = time.time()
-    prepared = load_data(config, run_dir)
+    splits = load_splits(config)
+    wanted = run_directory.identity(config, *splits)
+    resuming = run_directory.prepare(run_dir, wanted, overwrite=overwrite)
+    created = not run_dir.exists()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        return _train_in(run_dir, config, splits, wanted, resuming=resuming, started=started,
+                         verbose=verbose)
+    except BaseException:
+        if not run_directory.is_resumable(run_dir):
+            # Nothing finished: leave nothing that a later run could take for its own.
+            if created:
+                shutil.rmtree(run_dir, ignore_errors=True)
+            else:
+                run_directory.clear(run_dir)
+        raise
+
+
+def _train_in(run_dir: Path, config: dict, splits, wanted: dict, *, resuming: bool, started: float,
+              verbose) -> dict:
+    run_directory.write_identity(run_dir, wanted)
+    # Vocabularies come from the run directory only when resuming, so that ids
+    # stay those of the saved epochs; a fresh run builds them from its train split.
+    prepared = load_data(config, run_dir if resuming else None, splits=splits)
     prepared.vocabulary.save(run_dir / "vocabulary.json")
     if prepared.labels is not None:
         prepared.labels.save(run_dir / "labels.json")

@@ -16,35 +16,30 @@ import json
 import logging
 import sys
 
-import zoo
-from training.errors import DataError
-from training.run import DATA_KEYS, OPTIMIZERS, resolve_config, train
+from training.cli import parse_assignment, quiet_tensorflow_logs, zoo_catalog
 
-
-def parse_assignment(text: str) -> tuple[str, object]:
-    """`key=value` with the value read as JSON when it parses (numbers, true, lists), else a string."""
-    if "=" not in text:
-        raise argparse.ArgumentTypeError(f"expected key=value, got {text!r}")
-    key, raw = text.split("=", 1)
-    try:
-        value = json.loads(raw)
-    except json.JSONDecodeError:
-        value = raw
-    return key.strip(), value
+# Keys of the data options the command line sets (training.run.DATA_KEYS, less
+# those only a preset or the defaults give).
+_DATA_ARGUMENTS = ("source", "dev_source", "level", "tag_column", "data_dir", "download",
+                   "max_train", "max_dev", "vocabulary_min_count", "vocabulary_max_size")
+_TRAINING_ARGUMENTS = ("epochs", "batch_size", "num_steps", "optimizer", "learning_rate", "clip_norm",
+                       "early_stopping_patience")
+_OPTIMIZERS = ("adagrad", "adam", "rmsprop", "sgd")  # training.run.OPTIMIZERS (tested to match)
 
 
 def build_parser() -> argparse.ArgumentParser:
+    catalog = zoo_catalog()
     parser = argparse.ArgumentParser(
         prog="rnn-zoo-train",
         description="Train a recurrent model (language model, SST classifier, POS tagger) "
                     "with Keras, evaluate it on dev, and write a run directory.",
-        epilog="Presets: " + ", ".join(zoo.list_presets()),
+        epilog="Presets: " + ", ".join(catalog.list_presets()),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     what = parser.add_argument_group("what to train")
     what.add_argument("--preset", help="a named configuration (see --list_presets)")
-    what.add_argument("--task", choices=zoo.TASKS, help="the task, when not using a preset")
-    what.add_argument("--cell", choices=zoo.CELL_TYPES, help="recurrent cell (overrides the preset)")
+    what.add_argument("--task", choices=catalog.TASKS, help="the task, when not using a preset")
+    what.add_argument("--cell", choices=catalog.CELL_TYPES, help="recurrent cell (overrides the preset)")
     what.add_argument("--set", dest="model_options", action="append", default=[], type=parse_assignment,
                       metavar="KEY=VALUE", help="a model option, e.g. hidden_dim=64, "
                       "bidirectional=true, gates=input+output (repeatable)")
@@ -69,11 +64,14 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("--epochs", type=int)
     fit.add_argument("--batch_size", type=int)
     fit.add_argument("--num_steps", type=int, help="truncated-BPTT window (language models)")
-    fit.add_argument("--optimizer", choices=sorted(OPTIMIZERS))
+    fit.add_argument("--optimizer", choices=_OPTIMIZERS)
     fit.add_argument("--learning_rate", type=float)
     fit.add_argument("--clip_norm", type=float, help="clip gradients to this global norm")
     fit.add_argument("--early_stopping_patience", type=int)
-    parser.add_argument("--output_dir", help="run directory (default runs/<preset or task_cell>)")
+    parser.add_argument("--output_dir", help="run directory (default runs/<preset or task_cell>); "
+                        "the same command into it again resumes the run")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace what --output_dir holds, even another run")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--verbose", choices=("auto", "0", "1", "2"), default="auto",
                         help="Keras progress output: 1 progress bar, 2 one line per epoch")
@@ -82,23 +80,26 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     args = build_parser().parse_args(argv)
     if args.list_presets:
-        for name in zoo.list_presets():
-            preset = zoo.get_preset(name)
+        catalog = zoo_catalog()
+        for name in catalog.list_presets():
+            preset = catalog.get_preset(name)
             print(f"{name:24s} {preset['task']:15s} {preset['description']}")
         return 0
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    quiet_tensorflow_logs()
+    from training.errors import DataError
+    from training.run import resolve_config, train
+
     try:
         config = resolve_config(
             preset=args.preset,
             task=args.task,
             cell=args.cell,
             model=dict(args.model_options),
-            training={key: getattr(args, key) for key in (
-                "epochs", "batch_size", "num_steps", "optimizer", "learning_rate", "clip_norm",
-                "early_stopping_patience")},
-            data={key: getattr(args, key) for key in DATA_KEYS if hasattr(args, key)},
+            training={key: getattr(args, key) for key in _TRAINING_ARGUMENTS},
+            data={key: getattr(args, key) for key in _DATA_ARGUMENTS},
             output_dir=args.output_dir,
             seed=args.seed,
         )
@@ -106,7 +107,7 @@ def main(argv=None) -> int:
             print(json.dumps(config, indent=2, sort_keys=True))
             return 0
         verbose = args.verbose if args.verbose == "auto" else int(args.verbose)
-        metrics = train(config, verbose=verbose)
+        metrics = train(config, verbose=verbose, overwrite=args.overwrite)
     except (DataError, ValueError) as error:
         print(f"rnn-zoo-train: error: {error}", file=sys.stderr)
         return 2

@@ -12,16 +12,12 @@ import inspect
 
 from zoo.backbone import RecurrentBackbone
 from zoo.characters import CharacterEncoder
-from zoo.cells import CELL_TYPES, GATES, GatedLSTMCell
-from zoo.models import POOLINGS, LanguageModel, SentenceClassifier, SequenceTagger
+from zoo.cells import GatedLSTMCell
+from zoo.models import LanguageModel, SentenceClassifier, SequenceTagger
+from zoo.names import CELL_TYPES, GATES, POOLINGS, TASKS
 from zoo.presets import PRESETS, get_preset, list_presets
 
-TASK_MODELS = {
-    "language_model": LanguageModel,
-    "classifier": SentenceClassifier,
-    "tagger": SequenceTagger,
-}
-TASKS = tuple(TASK_MODELS)
+TASK_MODELS = dict(zip(TASKS, (LanguageModel, SentenceClassifier, SequenceTagger)))
 
 
 def model_class(task: str):
@@ -41,6 +37,43 @@ def valid_options(task: str) -> list[str]:
     if task == "language_model":
         names.discard("bidirectional")
     return sorted(names)
+
+
+def _annotations(task: str) -> dict[str, str]:
+    """Option name -> its annotation as written ("int", "float | None", ...)."""
+    found = {}
+    for function in (RecurrentBackbone.__init__, model_class(task).__init__):
+        for name, parameter in inspect.signature(function).parameters.items():
+            if parameter.annotation is not inspect.Parameter.empty:
+                found[name] = str(parameter.annotation)
+    return found
+
+
+def _is_integer(value) -> bool:
+    return (isinstance(value, int) and not isinstance(value, bool)) or (
+        isinstance(value, float) and value.is_integer())
+
+
+_KINDS = {
+    "int": ("an integer", _is_integer),
+    "float": ("a number", lambda value: isinstance(value, (int, float)) and not isinstance(value, bool)),
+    "bool": ("true or false", lambda value: isinstance(value, bool)),
+}
+
+
+def check_option_values(task: str, options: dict) -> None:
+    """Raises ValueError naming the option when a value has the wrong type (e.g. hidden_dim='abc')."""
+    annotations = _annotations(task)
+    for name, value in options.items():
+        annotation = annotations.get(name, "")
+        optional = annotation.endswith("| None")
+        kind = annotation.removesuffix("| None").strip()
+        if kind not in _KINDS or (optional and value is None):
+            continue
+        expected, accepts = _KINDS[kind]
+        if not accepts(value):
+            raise ValueError(f"Model option {name}={value!r}: expected {expected}"
+                             + (" or null" if optional else "") + ".")
 
 
 def build(task: str, cell: str = "lstm", **options):
@@ -68,6 +101,7 @@ def build(task: str, cell: str = "lstm", **options):
         raise ValueError(
             f"Unknown option(s) {unknown} for task {task!r}. Valid options: {', '.join(allowed)}."
         )
+    check_option_values(task, options)
     if "vocabulary_size" not in options:
         raise ValueError("vocabulary_size is required (the size of the data's vocabulary).")
     return cls(cell=cell, **options)
@@ -85,5 +119,5 @@ __all__ = [
     "CELL_TYPES", "GATES", "POOLINGS", "PRESETS", "TASKS", "TASK_MODELS",
     "CharacterEncoder", "GatedLSTMCell", "LanguageModel", "RecurrentBackbone", "SentenceClassifier",
     "SequenceTagger", "build", "build_preset", "get_preset", "list_presets",
-    "model_class", "valid_options",
+    "check_option_values", "model_class", "valid_options",
 ]

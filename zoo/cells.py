@@ -14,8 +14,7 @@ from typing import Iterable, Sequence
 import keras
 from keras import ops
 
-CELL_TYPES = ("simple_rnn", "lstm", "gru", "gated_lstm")
-GATES = ("input", "forget", "output")
+from zoo.names import CELL_TYPES, GATES
 
 # Keras packs the LSTM blocks of its kernels in the order i, f, c, o; the gated
 # cell keeps that order for the blocks it has, so weights transfer one to one.

@@ -15,8 +15,7 @@ from keras import ops
 
 from zoo.backbone import RecurrentBackbone
 from zoo.characters import MAX_WORD_LENGTH, CharacterEncoder
-
-POOLINGS = ("last", "mean", "max")
+from zoo.names import POOLINGS
 
 
 class _RecurrentModel(keras.Model):

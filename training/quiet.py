@@ -1,0 +1,51 @@
+"""Quiet TensorFlow's C++ start-up logs unless the user chose a level.
+
+Importing TensorFlow prints oneDNN and CUDA notices from C++, among them
+``E0000 ... failed call to cuInit ... (303)`` on every machine without a GPU,
+which reads like a failure. ``TF_CPP_MIN_LOG_LEVEL`` does not reach all of
+them: Abseil writes every message logged before ``absl::InitializeLog()`` to
+stderr whatever the level (abseil/abseil-cpp#1718), and TensorFlow logs its
+start-up lines that early. So the commands import TensorFlow, and let it find
+its devices, with file descriptor 2 pointed at a temporary file; if the import
+fails, what it wrote is replayed on stderr, so no error is ever hidden.
+
+A user who sets ``TF_CPP_MIN_LOG_LEVEL`` keeps their choice: nothing is
+redirected then, and TensorFlow logs as that level says.
+"""
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+
+_LEVEL = "TF_CPP_MIN_LOG_LEVEL"
+
+
+def quiet_tensorflow_logs() -> None:
+    """Import TensorFlow without its C++ start-up lines, unless the user set TF_CPP_MIN_LOG_LEVEL.
+
+    Call it before anything imports tensorflow (a command's ``main`` after its
+    arguments are parsed). Later in the run, TensorFlow's C++ warnings stay
+    hidden (level 2) and its errors still print.
+    """
+    if _LEVEL in os.environ:
+        return
+    os.environ[_LEVEL] = "2"
+    if "tensorflow" in sys.modules:
+        return
+    with tempfile.TemporaryFile(mode="w+b") as captured:
+        sys.stderr.flush()
+        saved = os.dup(2)
+        os.dup2(captured.fileno(), 2)
+        try:
+            import tensorflow as tf
+
+            tf.config.list_physical_devices()  # the cuInit line is logged here
+        except BaseException:
+            os.dup2(saved, 2)
+            captured.seek(0)
+            sys.stderr.write(captured.read().decode(errors="replace"))
+            raise
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
