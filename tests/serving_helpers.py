@@ -27,6 +27,33 @@ import numpy as np
 
 logger = logging.getLogger(__name__)
 
+# === Comparing float32 outputs ===
+
+FLOAT32_EPS = float(np.finfo(np.float32).eps)  # 1.19e-7
+# Tolerance for "equal to float32 rounding": 64 units in the last place of the
+# tensor's scale (max(1, max |expected|)), about 7.6e-6 for logits of size ~1.
+# Running the same graph on another batch size lets the matrix-product kernels
+# (oneDNN, Eigen) block and vectorise the reductions differently, and that
+# reorders float32 sums: a length-n dot product can then move by up to about
+# (n - 1) * eps of the sum of |terms| (Higham, Accuracy and Stability of
+# Numerical Algorithms, 2nd ed., section 3.1). The toy models reduce over at
+# most 4 + 3 terms per step and carry the state through at most 8 steps of a
+# tanh recurrence (contractive), so differences stay within a few tens of eps
+# of the output's scale; seen: a relative difference of 3.5e-6 (about 30 eps)
+# on one AMD EPYC machine, none at all on another. A real bug (a padded position counted, a row
+# swapped) moves outputs by 1e-2 or more, far outside this.
+FLOAT32_ULPS = 64
+
+
+def assert_float32_close(actual, expected, err_msg="", ulps=FLOAT32_ULPS):
+    """Equal up to float32 rounding: `ulps` units of eps of the tensor's scale (see above)."""
+    actual, expected = np.asarray(actual), np.asarray(expected)
+    assert actual.shape == expected.shape, (err_msg, actual.shape, expected.shape)
+    scale = max(1.0, float(np.max(np.abs(expected)))) if expected.size else 1.0
+    tolerance = ulps * FLOAT32_EPS
+    np.testing.assert_allclose(actual, expected, rtol=tolerance, atol=tolerance * scale, err_msg=err_msg)
+
+
 # === Toy model settings ===
 
 LANGUAGE_MODEL_NAME = "lm"
