@@ -434,6 +434,38 @@ def test_tfds_unknown_name(tmp_path):
     assert "\n" not in message  # Not tfds's list of every dataset.
 
 
+def _fake_downloads(monkeypatch, download):
+    """Replaces tfds' download manager's fetch, so that download=True runs offline."""
+    monkeypatch.setattr(tfds.download.DownloadManager, "download", lambda self, url: download(url))
+
+
+def test_tfds_download_path_prepares_and_loads_offline(tmp_path, monkeypatch):
+    # The path `--data tiny_shakespeare --download` takes: tfds builds the
+    # dataset (this needs importlib_resources, which tfds 4.9.10 does not
+    # declare) from what the download manager fetched, here a local file.
+    text = "ROMEO:\nBut soft, what light.\n" * 50
+    (tmp_path / "input.txt").write_text(text, encoding="utf-8")
+    fetched = []
+    _fake_downloads(monkeypatch, lambda url: fetched.append(url) or str(tmp_path / "input.txt"))
+    data = load_split("language_model", "tiny_shakespeare", "train", level="char",
+                      data_dir=str(tmp_path / "tfds"), download=True)
+    assert fetched == ["https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt"]
+    assert data.source == "tfds:tiny_shakespeare:train"
+    # tfds keeps the first 90% of the characters as its train split.
+    assert "".join(data.tokens).replace("\n", "") in text.replace("\n", "")
+    assert len(data.tokens) >= int(len(text) * 0.8)
+
+
+def test_tfds_download_without_a_network_is_one_clear_error(tmp_path, monkeypatch):
+    def offline(url):
+        raise OSError(f"Max retries exceeded with url: {url} (Name or service not known)")
+
+    _fake_downloads(monkeypatch, offline)
+    with pytest.raises(DataError, match="could not download .*'tiny_shakespeare'.*local copy"):
+        load_split("language_model", "tiny_shakespeare", "train", level="char",
+                   data_dir=str(tmp_path / "tfds"), download=True)
+
+
 def test_tfds_not_downloaded_suggests_a_local_path(tmp_path):
     with pytest.raises(DataError, match="'tiny_shakespeare' is not downloaded.*local copy"):
         load_split("language_model", "tiny_shakespeare", "train", level="char",

@@ -95,6 +95,14 @@ def load_tfds_split(
             f"access (`tfds build {name}`, or `download=True`), or pass the "
             "path of a local copy of the corpus files instead"
         ) from None
+    except OSError as error:
+        # requests' ConnectionError and tfds' download errors are OSErrors.
+        raise DataError(
+            f"could not download the tensorflow-datasets dataset {name!r} "
+            f"({_first_line(error)}). Prepare it where there is internet "
+            f"access (`tfds build {name}`) and pass --data_dir, or pass the "
+            "path of a local copy of the corpus files instead"
+        ) from None
     except ValueError as error:
         available = ", ".join(builder.info.splits.keys()) or "unknown"
         raise DataError(
