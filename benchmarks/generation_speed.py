@@ -1,6 +1,6 @@
 """Generation speed: tokens per second over gRPC and in-process, one prompt and a batch.
 
-Runs the same generation loop (`serving.generate`) four ways, side by side in
+Runs the same generation loop (`serving.generation`) four ways, side by side in
 one process so the machine's noise hits them alike:
 
     in-process (SavedModel), 1 prompt     in-process, a batch of prompts
@@ -45,7 +45,7 @@ def time_generations(jobs: list[tuple[str, object, list[str]]], max_new_tokens: 
     turns, `repeats` rounds, so a slow moment of the machine is shared out
     instead of landing on one configuration.
     """
-    from serving.generate import generate
+    from serving.generation import generate
 
     options = dict(max_new_tokens=max_new_tokens, do_sample=False, stop_at_end_token=False)
     seconds = {name: [] for name, _, _ in jobs}
@@ -99,8 +99,8 @@ def main(argv=None) -> int:
     parser.add_argument("--output_dir", default="benchmarks/results")
     args = parser.parse_args(argv)
 
-    from serving.generate import GrpcBackend, SavedModelBackend
-    from serving.launch import running_server
+    from serving.generation import GrpcBackend, SavedModelBackend
+    from serving.server import running_server
 
     base_dir = Path(args.model_base_dir)
     local = SavedModelBackend(str(latest_version(base_dir, args.model)))

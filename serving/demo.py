@@ -1,4 +1,4 @@
-"""The main job on the bundled models: `make demo` (or `python -m serving.demo`).
+"""The main job on the bundled models: `make demo` (or `rnn-zoo-demo`).
 
 Starts the gRPC model server on `saved_models/` as a real process, then calls
 every bundled model the way a user would, with the official TensorFlow Serving
@@ -15,9 +15,16 @@ import logging
 import sys
 import urllib.request
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from serving.client import ServingClient
-from serving.launch import running_server
+from serving.generation import GrpcBackend, generate, stream_generate
+from serving.server import running_server
+from training.quiet import quiet_tensorflow_logs
+
+if TYPE_CHECKING:
+    from serving.client import ServingClient
+
+PROG = "rnn-zoo-demo"
 
 CLASSIFIER = "sst2_bilstm"
 TAGGER = "ewt_upos_bilstm"
@@ -70,8 +77,6 @@ def run_demo(client: ServingClient, rest_url: str | None, *, max_new_tokens: int
         print(f"perplexity {score.perplexity:9.1f} over {score.num_tokens:2d} tokens  {text}")
 
     section(f"generate from {CHAR_MODEL} over gRPC (top_p=0.95, seed={seed}), streamed")
-    from serving.generate import GrpcBackend, stream_generate
-
     backend = GrpcBackend(client.target, CHAR_MODEL)
     print("ROMEO:", end="", flush=True)
     for _, token_text in stream_generate(backend, ["ROMEO:"], max_new_tokens=max_new_tokens,
@@ -80,8 +85,6 @@ def run_demo(client: ServingClient, rest_url: str | None, *, max_new_tokens: int
     print()
 
     section(f"continue a sentence with {WORD_MODEL}: greedy and beam search (num_beams=4)")
-    from serving.generate import generate
-
     words = GrpcBackend(client.target, WORD_MODEL)
     prompt = "the company said"
     for label, options in (("greedy", {"do_sample": False}), ("beam 4", {"num_beams": 4})):
@@ -98,7 +101,7 @@ def run_demo(client: ServingClient, rest_url: str | None, *, max_new_tokens: int
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m serving.demo", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0])
     parser.add_argument("--model_base_dir", default="saved_models", help="models to serve")
     parser.add_argument("--target", help="use a server already running at host:port instead of starting one")
     parser.add_argument("--max_new_tokens", type=int, default=300, help="characters to generate")
@@ -109,12 +112,15 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     logging.basicConfig(level=logging.WARNING)
     args = build_parser().parse_args(argv)
+    quiet_tensorflow_logs()
+    from serving.client import ServingClient  # imports gRPC and TensorFlow
+
     if args.target:
         client = ServingClient(args.target)
         run_demo(client, None, max_new_tokens=args.max_new_tokens, seed=args.seed)
         return 0
     if not Path(args.model_base_dir).is_dir():
-        print(f"demo: error: {args.model_base_dir} is not a directory", file=sys.stderr)
+        print(f"{PROG}: error: {args.model_base_dir} is not a directory", file=sys.stderr)
         return 2
     print(f"starting the model server on {args.model_base_dir}/ ...", flush=True)
     with running_server(model_base_dir=args.model_base_dir, rest=True, monitoring=False) as server:

@@ -401,13 +401,13 @@ _loaded_models: dict = {}
 
 # === A real server process (the library's launcher, run from the repository root) ===
 
-from serving.launch import ServerProcess, free_port, stop_server, wait_for_health  # noqa: E402
-from serving.launch import running_server as _running_server  # noqa: E402
+from serving.server.launch import ServerProcess, free_port, stop_server, wait_for_health  # noqa: E402
+from serving.server.launch import running_server as _running_server  # noqa: E402
 
 
 @contextlib.contextmanager
 def running_server(**options) -> Iterator[ServerProcess]:
-    """`serving.launch.running_server` with the repository root as default working directory."""
+    """`serving.server.launch.running_server` with the repository root as default working directory."""
     options.setdefault("cwd", _REPOSITORY_ROOT)
     with _running_server(**options) as server:
         yield server

@@ -7,7 +7,7 @@ import grpc
 import numpy as np
 import pytest
 
-from serving import client as serving_client
+from serving.client import cli as serving_client
 from serving.client import ServingClient, ServingClientError, VersionState
 from serving_helpers import (CLASSIFIER_NAME, LANGUAGE_MODEL_NAME, TAGGER_NAME, TOY_CLASS_NAMES, TOY_STATE_SIZE,
                              free_port, run_saved_model, running_server, session_toy_models)

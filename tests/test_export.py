@@ -1,4 +1,4 @@
-"""serving/export.py: every signature, run by TensorFlow alone, agrees with the Keras model.
+"""serving/export/: every signature, run by TensorFlow alone, agrees with the Keras model.
 
 The models are tiny and random (seeded); what is checked is that the SavedModel
 computes what the Keras model computes, through the tokenizer, padding and
@@ -20,6 +20,9 @@ import pytest
 
 import zoo
 from serving import export
+from serving.export import cli as export_cli
+from serving.export import signatures as export_signatures
+from serving.export import writer as export_writer
 from training.vocab import LabelVocabulary, Vocabulary
 
 ATOL = 1e-5
@@ -442,7 +445,7 @@ def test_versions_increment_atomically_and_refuse_overwrite(tmp_path, monkeypatc
     def fail(*args, **kwargs):
         raise OSError("disk full")
 
-    monkeypatch.setattr(export, "_write_side_files", fail)
+    monkeypatch.setattr(export_writer, "write_side_files", fail)
     with pytest.raises(OSError, match="disk full"):
         write()
     assert sorted(entry.name for entry in (tmp_path / "sst").iterdir()) == [
@@ -469,7 +472,7 @@ def test_bad_arguments_raise_clear_errors(tmp_path):
 
 def test_whitespace_is_what_str_split_splits_on():
     python_whitespace = "".join(chr(c) for c in range(sys.maxunicode + 1) if chr(c).isspace())
-    assert export._PYTHON_WHITESPACE == python_whitespace
+    assert export_signatures._PYTHON_WHITESPACE == python_whitespace
 
 
 # === Training runs and the command line ===
@@ -500,10 +503,10 @@ def test_export_run_and_cli(tmp_path):
     card = (path / "MODEL_CARD.md").read_text()
     assert "CC BY-SA 4.0" in card and "accuracy: 0.25" in card and "tagger" in card
 
-    assert export.main(["--run", str(run), "--model_name", "ewt_tiny", "--export_base",
-                        str(base), "--version", "1"]) == 2  # exists, no --overwrite
+    assert export_cli.main(["--run", str(run), "--model_name", "ewt_tiny", "--export_base",
+                            str(base), "--version", "1"]) == 2  # exists, no --overwrite
     completed = subprocess.run(
-        [sys.executable, "-m", "serving.export", "--run", str(run), "--model_name", "pos",
+        [sys.executable, "-m", "serving.export.cli", "--run", str(run), "--model_name", "pos",
          "--export_base", str(base)],
         cwd=REPOSITORY_ROOT, env=_subprocess_env(), capture_output=True, text=True, timeout=180)
     assert completed.returncode == 0, completed.stderr[-2000:]

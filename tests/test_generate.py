@@ -10,10 +10,10 @@ import logging
 import numpy as np
 import pytest
 
-from serving import generate as generation
-from serving import samplers
-from serving.generate import (BackendError, GenerationError, apply_repetition_penalty, banned_ngram_tokens,
-                              continuation_logprobs, generate, score, stream_generate)
+from serving.generation import GenerationOptions, beam_search, samplers
+from serving.generation import cli as generation
+from serving.generation import (BackendError, GenerationError, apply_repetition_penalty, banned_ngram_tokens,
+                                continuation_logprobs, generate, score, stream_generate)
 
 # === Fakes of the language-model contract ===
 
@@ -330,8 +330,7 @@ def test_no_repeat_ngram():
 def test_beam_with_one_beam_equals_greedy():
     backend = make_backend(seed=5, end_token="<eos>")
     greedy = generate(backend, ["a", "c", "e b"], max_new_tokens=8, do_sample=False)
-    found = drain(generation._beam_search(backend, ["a", "c", "e b"],
-                                          generation.GenerationOptions(max_new_tokens=8, num_beams=1)))
+    found = drain(beam_search.search(backend, ["a", "c", "e b"], GenerationOptions(max_new_tokens=8, num_beams=1)))
     assert [items[0][1].tokens for items in found] == greedy.token_ids
     assert [items[0][1].finish_reason for items in found] == greedy.finish_reasons
 
@@ -494,7 +493,7 @@ def exported_models(tmp_path_factory):
 
 
 def test_stepped_logits_equal_a_full_forward_pass_for_every_cell(exported_models):
-    from serving.generate import KerasBackend, SavedModelBackend
+    from serving.generation import KerasBackend, SavedModelBackend
 
     _, paths, models, vocabulary = exported_models
     for cell, path in paths.items():
@@ -514,7 +513,7 @@ def test_stepped_logits_equal_a_full_forward_pass_for_every_cell(exported_models
 
 
 def test_grpc_and_in_process_give_the_same_text_and_scores(exported_models):
-    from serving.generate import GrpcBackend, SavedModelBackend
+    from serving.generation import GrpcBackend, SavedModelBackend
     from serving_helpers import running_server
 
     base, paths, _, _ = exported_models
@@ -563,7 +562,7 @@ class WithoutScore:
 
 
 def test_cli_streams_from_a_saved_model(exported_models, capsys):
-    from serving.generate import SavedModelBackend
+    from serving.generation import SavedModelBackend
 
     _, paths, _, _ = exported_models
     code = generation.main(["ROMEO:", "--saved_model", str(paths["gru"]), "--max_new_tokens", "10", "--seed", "3"])

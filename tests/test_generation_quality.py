@@ -1,15 +1,17 @@
 """Generation quality: the metrics on hand-made sequences, and the comparison end to end on NumPy fakes."""
 
+import dataclasses
 import json
 import math
 
 import numpy as np
 import pytest
 
-from serving import generation_quality as quality
-from serving.generation_quality import (Reference, bleu, brevity_penalty, chunk_starts, clipped_matches,
+from serving.generation import quality
+from serving.generation.quality import (Reference, bleu, brevity_penalty, chunk_starts, clipped_matches,
                                         closest_reference_length, distinct_n, loop_at_end, perplexity,
                                         repetition_rate, self_bleu, zipf_coefficient)
+from serving.generation.quality import cli as quality_cli
 from test_generate import TOKENS, cycle_backend, make_backend
 
 
@@ -162,10 +164,10 @@ def write_dev_file(directory, lines=60, seed=0):
 
 
 def test_cli_compares_every_method_with_the_human_text(monkeypatch, tmp_path, capsys):
-    monkeypatch.setattr(quality, "backend_from_arguments", lambda args: cycle_backend(end_token="<eos>"))
+    monkeypatch.setattr(quality_cli, "backend_from_arguments", lambda args: cycle_backend(end_token="<eos>"))
     data = write_dev_file(tmp_path / "corpus")
     output = tmp_path / "results" / "quality"
-    code = quality.main(["--model", "cycle", "--data", str(data), "--num_prompts", "6", "--prompt_tokens", "3",
+    code = quality_cli.main(["--model", "cycle", "--data", str(data), "--num_prompts", "6", "--prompt_tokens", "3",
                          "--max_new_tokens", "20", "--batch_size", "4", "--output", str(output), "--no_progress"])
     assert code == 0
     report = json.loads((tmp_path / "results" / "quality.json").read_text(encoding="utf-8"))
@@ -225,23 +227,23 @@ def test_cli_rejects_bad_arguments_before_loading_anything(monkeypatch, tmp_path
     def no_backend(args):
         raise AssertionError("the backend must not be loaded")
 
-    monkeypatch.setattr(quality, "backend_from_arguments", no_backend)
+    monkeypatch.setattr(quality_cli, "backend_from_arguments", no_backend)
     (tmp_path / "ptb.test.txt").write_text("held back\n", encoding="utf-8")
     base = ["--model", "m", "--data", str(tmp_path)]
-    assert quality.main(base + [argument.format(tmp=tmp_path) for argument in arguments]) == 2
+    assert quality_cli.main(base + [argument.format(tmp=tmp_path) for argument in arguments]) == 2
     error = capsys.readouterr().err
-    assert error.startswith(f"{quality.PROG}: error:") and message in error
+    assert error.startswith(f"{quality_cli.PROG}: error:") and message in error
 
 
 def test_cli_reports_a_directory_without_a_dev_split(monkeypatch, tmp_path, capsys):
-    monkeypatch.setattr(quality, "backend_from_arguments", lambda args: cycle_backend(end_token="<eos>"))
-    assert quality.main(["--model", "m", "--data", str(tmp_path), "--no_progress"]) == 2
+    monkeypatch.setattr(quality_cli, "backend_from_arguments", lambda args: cycle_backend(end_token="<eos>"))
+    assert quality_cli.main(["--model", "m", "--data", str(tmp_path), "--no_progress"]) == 2
     assert "no dev file" in capsys.readouterr().err
 
 
 def test_help_names_the_flags(capsys):
     with pytest.raises(SystemExit) as exit_info:
-        quality.main(["--help"])
+        quality_cli.main(["--help"])
     assert exit_info.value.code == 0
     out = capsys.readouterr().out
     for flag in ("--saved_model", "--server", "--data", "--num_prompts", "--max_new_tokens", "--output"):
@@ -253,7 +255,7 @@ def test_undefined_metrics_are_null_in_the_json_and_n_a_in_the_table(tmp_path):
                        "distinct_2": float("nan"), "distinct_3": float("nan"), "self_bleu": float("nan"),
                        "zipf": 1.0, "examples": [{"prompt": "a", "continuation": "b\nc"}]}}
     setup = {"model": "m", "level": "word", "num_prompts": 1, "prompt_tokens": 1, "max_new_tokens": 1, "seed": 0,
-             "data_source": "d", "metrics": quality.dataclasses.asdict(quality.MetricSettings())}
+             "data_source": "d", "metrics": dataclasses.asdict(quality.MetricSettings())}
     json_path, markdown_path, plot_path = quality.write_report({"setup": setup, "rows": rows}, tmp_path / "r")
     assert plot_path.read_bytes().startswith(b"\x89PNG")
     assert json.loads(json_path.read_text(encoding="utf-8"))["rows"]["greedy"]["self_bleu"] is None

@@ -23,7 +23,10 @@ def test_notebook_code_cells_run_in_order(tmp_path):
     # The notebook takes the local corpus, else downloads tiny_shakespeare; the
     # test gives it a small character corpus of its own instead.
     corpus = write_text(tmp_path / "corpus", "train.txt", None, level="char", lines=4000)
-    environment = {**os.environ, "RNN_ZOO_NOTEBOOK_DATA": str(corpus), "TF_CPP_MIN_LOG_LEVEL": "3"}
+    # Its run and export go to a temporary directory, not into the checkout's runs/.
+    work = tmp_path / "work"
+    environment = {**os.environ, "RNN_ZOO_NOTEBOOK_DATA": str(corpus), "RNN_ZOO_NOTEBOOK_WORK": str(work),
+                   "TF_CPP_MIN_LOG_LEVEL": "3"}
     completed = subprocess.run([sys.executable, str(script)], cwd=REPOSITORY_ROOT, env=environment,
                                capture_output=True, text=True, timeout=600)
     assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
@@ -33,3 +36,5 @@ def test_notebook_code_cells_run_in_order(tmp_path):
     assert "perplexity of a PTB-like sentence" in out
     assert out.count("ROMEO:") >= 2 and "JULIET:" in out, "generated in-process and over gRPC"
     assert "same text in-process: True" in out
+    assert (work / "char" / "model.keras").exists()
+    assert (work / "saved_models" / "notebook_char" / "1" / "saved_model.pb").exists()

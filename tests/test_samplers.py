@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from serving import samplers
+from serving.generation import samplers
 
 PROBABILITIES = np.array([[0.05, 0.4, 0.3, 0.15, 0.1]])
 LOGITS = np.log(PROBABILITIES)

@@ -11,8 +11,9 @@ from tensorflow.core.protobuf import meta_graph_pb2
 from tensorflow_serving.apis import model_pb2
 from tensorflow_serving.config import model_server_config_pb2
 
-from serving import batching, model_manager, server, tensors
-from serving.errors import ServingError, clean_tensorflow_message
+from serving.protocol import tensors
+from serving.protocol.errors import ServingError, clean_tensorflow_message
+from serving.server import app, batching, cli, model_config, model_manager
 from serving_helpers import session_toy_models
 
 
@@ -323,17 +324,17 @@ def test_full_queue_is_unavailable():
 
 def test_version_policies_choose_from_the_versions_on_disk():
     policy = model_server_config_pb2.ModelConfig().model_version_policy
-    assert model_manager.aspired_versions(policy, [1, 3, 2]) == [3]
+    assert model_config.aspired_versions(policy, [1, 3, 2]) == [3]
     policy.latest.num_versions = 2
-    assert model_manager.aspired_versions(policy, [1, 3, 2]) == [3, 2]
+    assert model_config.aspired_versions(policy, [1, 3, 2]) == [3, 2]
     policy.all.SetInParent()
-    assert model_manager.aspired_versions(policy, [1, 3, 2]) == [3, 2, 1]
+    assert model_config.aspired_versions(policy, [1, 3, 2]) == [3, 2, 1]
     policy.specific.versions.extend([1, 7])
-    assert model_manager.aspired_versions(policy, [1, 3, 2]) == [1]
+    assert model_config.aspired_versions(policy, [1, 3, 2]) == [1]
 
 
 def test_model_config_text_proto_is_parsed_and_validated():
-    config = model_manager.parse_model_config("""
+    config = model_config.parse_model_config("""
         model_config_list {
           config { name: "lm" base_path: "/models/lm" model_platform: "tensorflow"
                    model_version_policy { specific { versions: 1 versions: 2 } }
@@ -349,7 +350,7 @@ def test_model_config_text_proto_is_parsed_and_validated():
                            "model_platform"),
                           ("model_config_list { confg {} }", "Invalid ModelServerConfig")]:
         with pytest.raises(ServingError, match=message):
-            model_manager.parse_model_config(text)
+            model_config.parse_model_config(text)
 
 
 def test_a_changed_config_file_is_applied(tmp_path_factory, tmp_path):
@@ -380,23 +381,23 @@ def test_a_changed_config_file_is_applied(tmp_path_factory, tmp_path):
 
 
 def test_single_model_flags_make_tf_servings_config(tmp_path):
-    parser = server.build_argument_parser()
+    parser = cli.build_parser()
     arguments = parser.parse_args(["--model_name=lm", f"--model_base_path={tmp_path}"])
-    manager = server.make_model_manager(arguments, metrics=None, on_availability_change=None)
+    manager = app.make_model_manager(arguments, metrics=None, on_availability_change=None)
     config = manager._current_config()
     assert [(entry.name, entry.base_path) for entry in config.model_config_list.config] == [("lm", str(tmp_path))]
 
 
 def test_an_invalid_config_file_stops_the_server_before_it_opens_ports(tmp_path):
     (tmp_path / "models.config").write_text("model_config_list { config { name: 'lm' } }")
-    arguments = server.build_argument_parser().parse_args([f"--model_config_file={tmp_path / 'models.config'}",
+    arguments = cli.build_parser().parse_args([f"--model_config_file={tmp_path / 'models.config'}",
                                                            "--port=0"])
-    assert server.serve(arguments, threading.Event()) == 1
+    assert app.serve(arguments, threading.Event()) == 1
 
 
 def test_server_help_lists_tf_serving_flags(capsys):
     with pytest.raises(SystemExit) as raised:
-        server.main(["--help"])
+        cli.main(["--help"])
     assert raised.value.code == 0
     text = capsys.readouterr().out
     for flag in ("--port", "--rest_api_port", "--model_name", "--model_base_path", "--model_config_file",

@@ -9,7 +9,7 @@ share the batch.
 
 Samplers live behind a name registry::
 
-    from serving import samplers
+    from serving.generation import samplers
 
     sampler = samplers.get("top_p", top_p=0.9)
     kept = sampler.distribution(logits)          # (batch, vocabulary), filtered and renormalized
@@ -17,8 +17,8 @@ Samplers live behind a name registry::
 
 Ties are broken deterministically everywhere: among tokens of equal
 probability the lower token id ranks first. History-dependent logit processors
-(repetition penalty, n-gram blocking) live with the loop in
-``serving/generate.py``; they run before the sampler.
+(repetition penalty, n-gram blocking) live in
+``serving/generation/logits.py``; they run before the sampler.
 """
 
 from __future__ import annotations

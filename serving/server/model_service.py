@@ -4,10 +4,11 @@ import logging
 
 from tensorflow_serving.apis import get_model_status_pb2, model_management_pb2, model_service_pb2_grpc
 
-from serving.errors import invalid_argument
-from serving.metrics import ServingMetrics
-from serving.model_manager import ModelManager, validate_config
-from serving.prediction_service import handle_rpc
+from serving.protocol.errors import invalid_argument
+from serving.server.metrics import ServingMetrics
+from serving.server.model_config import validate_config
+from serving.server.model_manager import ModelManager
+from serving.server.prediction_service import handle_rpc
 
 logger = logging.getLogger(__name__)
 

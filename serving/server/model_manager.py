@@ -1,12 +1,10 @@
-"""Which models and versions are loaded: config, version policies, polling, labels.
+"""Which versions are loaded: polling, loading, availability-preserving unloading, labels.
 
-TensorFlow Serving's layout is the contract: a model is a base path holding
-one directory per version, named by its number (`lm/1/`, `lm/2/`). The manager
-reads a `ModelServerConfig` (from flags, from a text-proto file, or discovered
-from a directory of models), polls each base path, loads the versions the
-policy asks for and unloads the others only once their replacement serves, so
-a new export never causes a failed request. A version that fails to load is
-kept in the status table with its error, and the previous one keeps serving.
+The manager reads a `ModelServerConfig` (`serving.server.model_config`),
+polls each base path, loads the versions the policy asks for and unloads the
+others only once their replacement serves, so a new export never causes a
+failed request. A version that fails to load is kept in the status table
+with its error, and the previous one keeps serving.
 
 Requests find a version with `resolve(model_spec)`, which reads a small
 copy-on-write table and never waits for a load in progress.
@@ -18,259 +16,20 @@ import os
 import pathlib
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 
-import grpc
-import tensorflow as tf
-from google.protobuf import message as protobuf_message
-from google.protobuf import text_format
-from tensorflow.core.protobuf import meta_graph_pb2, saved_model_pb2
 from tensorflow_serving.apis import get_model_status_pb2, model_pb2
-from tensorflow_serving.config import file_system_storage_path_source_pb2, model_server_config_pb2
+from tensorflow_serving.config import model_server_config_pb2
 
-from serving import errors
-from serving.batching import SignatureBatchingPlan
-from serving.errors import ServingError, invalid_argument, not_found
+from serving.protocol import errors
+from serving.protocol.errors import ServingError, invalid_argument, not_found
+from serving.server.model_config import (aspired_versions, discover_models, read_model_config_file, scan_versions,
+                                         validate_config)
+from serving.server.servable import Servable
 
 logger = logging.getLogger(__name__)
 
 State = get_model_status_pb2.ModelVersionStatus.State
-DEFAULT_SIGNATURE_NAME = "serving_default"
-SERVE_TAG = "serve"
-_SUPPORTED_PLATFORMS = ("", "tensorflow")
-
-
-# === Config ===
-
-
-def config_for_single_model(model_name: str, model_base_path: os.PathLike) -> model_server_config_pb2.ModelServerConfig:
-    """The config TF Serving builds from `--model_name` and `--model_base_path`."""
-    config = model_server_config_pb2.ModelServerConfig()
-    entry = config.model_config_list.config.add()
-    entry.name = model_name
-    entry.base_path = os.fspath(model_base_path)
-    entry.model_platform = "tensorflow"
-    return config
-
-
-def parse_model_config(text: str) -> model_server_config_pb2.ModelServerConfig:
-    """Parses a ModelServerConfig in protobuf text format and validates it.
-
-    Raises:
-        ServingError: INVALID_ARGUMENT for a syntax error or an invalid config.
-    """
-    config = model_server_config_pb2.ModelServerConfig()
-    try:
-        text_format.Parse(text, config)
-    except text_format.ParseError as error:
-        raise invalid_argument(f"Invalid ModelServerConfig text proto: {error}") from None
-    validate_config(config)
-    return config
-
-
-def read_model_config_file(path: os.PathLike) -> model_server_config_pb2.ModelServerConfig:
-    """Reads `--model_config_file`; see `parse_model_config`."""
-    try:
-        text = pathlib.Path(path).read_text()
-    except OSError as error:
-        raise invalid_argument(f"Cannot read model config file {path}: {error}") from None
-    return parse_model_config(text)
-
-
-def validate_config(config: model_server_config_pb2.ModelServerConfig) -> None:
-    """Checks what TF Serving checks before applying a config.
-
-    Raises:
-        ServingError: INVALID_ARGUMENT naming the offending entry.
-    """
-    if config.WhichOneof("config") != "model_config_list":
-        raise invalid_argument(
-            "ServerModelConfig type not supported by HandleReloadConfigRequest."
-            " Only ModelConfigList is currently supported")
-    seen = set()
-    for entry in config.model_config_list.config:
-        if not entry.name:
-            raise invalid_argument("Illegal to have a model with an empty name in the config")
-        if entry.name in seen:
-            raise invalid_argument(f"Illegal to list model {entry.name} multiple times in config list")
-        seen.add(entry.name)
-        if not entry.base_path:
-            raise invalid_argument(f"Model {entry.name} has no base_path")
-        if entry.model_platform not in _SUPPORTED_PLATFORMS:
-            raise invalid_argument(
-                f"Model {entry.name} has model_platform {entry.model_platform!r}; this server "
-                "serves TensorFlow SavedModels only (model_platform: \"tensorflow\")")
-        policy = entry.model_version_policy
-        if policy.WhichOneof("policy_choice") == "specific" and not policy.specific.versions:
-            raise invalid_argument(f"Model {entry.name}: the specific version policy lists no versions")
-        for label, version in entry.version_labels.items():
-            if version <= 0:
-                raise invalid_argument(f"Model {entry.name}: label {label} points at version {version}")
-
-
-def discover_models(model_base_dir: os.PathLike) -> model_server_config_pb2.ModelServerConfig:
-    """Builds a config serving every model directory under `model_base_dir`.
-
-    A model directory is one holding at least one version directory (a name
-    made of digits); each is served under its directory name, latest version.
-    """
-    config = model_server_config_pb2.ModelServerConfig()
-    config.model_config_list.SetInParent()
-    base = pathlib.Path(model_base_dir)
-    try:
-        children = sorted(base.iterdir())
-    except OSError:
-        return config
-    for child in children:
-        if child.name.startswith(".") or not child.is_dir():
-            continue
-        if scan_versions(child):
-            entry = config.model_config_list.config.add()
-            entry.name = child.name
-            entry.base_path = str(child.resolve())
-            entry.model_platform = "tensorflow"
-    return config
-
-
-def scan_versions(base_path: os.PathLike) -> dict[int, pathlib.Path] | None:
-    """Lists the version directories of a model; None when the base path is missing.
-
-    Only names made of digits count: exporters write to a temporary name and
-    rename, so a numbered directory is a complete export when it appears.
-    """
-    versions = {}
-    try:
-        with os.scandir(base_path) as entries:
-            for entry in entries:
-                if entry.name.isascii() and entry.name.isdigit() and entry.is_dir():
-                    versions[int(entry.name)] = pathlib.Path(entry.path)
-    except (FileNotFoundError, NotADirectoryError):
-        return None
-    return versions
-
-
-VersionPolicy = file_system_storage_path_source_pb2.FileSystemStoragePathSourceConfig.ServableVersionPolicy
-
-
-def aspired_versions(policy: VersionPolicy, on_disk: Iterable[int]) -> list[int]:
-    """Applies a version policy (latest N, all, specific) to the versions on disk."""
-    on_disk = sorted(on_disk, reverse=True)
-    choice = policy.WhichOneof("policy_choice")
-    if choice == "all":
-        return on_disk
-    if choice == "specific":
-        wanted = set(policy.specific.versions)
-        return [version for version in on_disk if version in wanted]
-    num_versions = policy.latest.num_versions if choice == "latest" else 0
-    return on_disk[:max(num_versions, 1)]
-
-
-# === A loaded version ===
-
-
-class Servable:
-    """One loaded version of a model: its signature defs and callable signatures.
-
-    The SignatureDefs come from `saved_model.pb` itself, as TF Serving reads
-    them, so metadata, method names (Classify) and input checks see exactly
-    what the exporter wrote; the callables come from `tf.saved_model.load`.
-
-    Args:
-        name: Model name.
-        version: Version number.
-        path: The version directory.
-        signature_defs: Every SignatureDef of the `serve` MetaGraph.
-        functions: Signature name -> concrete function.
-    """
-
-    def __init__(self, name: str, version: int, path: pathlib.Path,
-                 signature_defs: dict[str, meta_graph_pb2.SignatureDef], functions: dict, loaded: object):
-        self.name = name
-        self.version = version
-        self.path = path
-        self.signature_defs = signature_defs
-        self._functions = functions
-        self._loaded = loaded  # keeps variables and tables of the functions alive
-        self._batching_plans = {key: SignatureBatchingPlan.from_signature_def(signature)
-                                for key, signature in signature_defs.items()}
-
-    @classmethod
-    def load(cls, name: str, version: int, path: pathlib.Path) -> "Servable":
-        """Loads a SavedModel version directory.
-
-        Raises:
-            ServingError: Why the version cannot be served (missing or corrupt
-                files, no `serve` MetaGraph, a TensorFlow load error).
-        """
-        meta_graph = _read_serving_meta_graph(path)
-        try:
-            loaded = tf.saved_model.load(str(path), tags=[SERVE_TAG])
-        except Exception as error:  # TensorFlow raises many types for broken exports
-            raise errors.from_exception(error) from None
-        functions = {}
-        for key in meta_graph.signature_def:
-            if key.startswith("__"):  # __saved_model_init_op: not callable, listed in metadata only
-                continue
-            if key not in loaded.signatures:
-                raise errors.internal(f"Signature {key} of {path} has no function in the SavedModel")
-            functions[key] = loaded.signatures[key]
-        return cls(name, version, path, dict(meta_graph.signature_def), functions, loaded)
-
-    def signature(self, signature_name: str) -> meta_graph_pb2.SignatureDef:
-        """Returns a callable signature's def.
-
-        Raises:
-            ServingError: FAILED_PRECONDITION as TF Serving words it.
-        """
-        signature_name = signature_name or DEFAULT_SIGNATURE_NAME
-        if signature_name not in self._functions:
-            raise errors.failed_precondition(f"Serving signature key \"{signature_name}\" not found.")
-        return self.signature_defs[signature_name]
-
-    def batching_plan(self, signature_name: str) -> SignatureBatchingPlan:
-        return self._batching_plans[signature_name]
-
-    def run(self, signature_name: str, inputs: dict) -> dict:
-        """Runs a signature on checked numpy inputs and returns numpy outputs.
-
-        Raises:
-            ServingError: TensorFlow's error with its code (a bad index is
-                INVALID_ARGUMENT), INTERNAL for anything unexpected.
-        """
-        function = self._functions[signature_name]
-        signature = self.signature_defs[signature_name]
-        try:
-            tensors = {alias: tf.constant(value, dtype=tf.as_dtype(signature.inputs[alias].dtype))
-                       for alias, value in inputs.items()}
-            outputs = function(**tensors)
-            return {alias: tensor.numpy() for alias, tensor in outputs.items()}
-        except Exception as error:  # the model's failure becomes this request's error only
-            raise errors.from_exception(error) from None
-
-    def __repr__(self) -> str:
-        return f"Servable({self.name}, {self.version})"
-
-
-def _read_serving_meta_graph(path: pathlib.Path) -> meta_graph_pb2.MetaGraphDef:
-    binary, text = path / "saved_model.pb", path / "saved_model.pbtxt"
-    saved_model = saved_model_pb2.SavedModel()
-    try:
-        if binary.exists():
-            saved_model.ParseFromString(binary.read_bytes())
-        elif text.exists():
-            text_format.Parse(text.read_text(), saved_model)
-        else:
-            raise not_found(f"SavedModel file does not exist at: {path}/{{saved_model.pbtxt|saved_model.pb}}")
-    except (protobuf_message.DecodeError, text_format.ParseError, UnicodeDecodeError) as error:
-        raise ServingError(grpc.StatusCode.DATA_LOSS, f"Could not parse SavedModel at {path}: {error}") from None
-    except OSError as error:
-        raise ServingError(grpc.StatusCode.UNAVAILABLE, f"Could not read SavedModel at {path}: {error}") from None
-    for meta_graph in saved_model.meta_graphs:
-        if SERVE_TAG in meta_graph.meta_info_def.tags:
-            return meta_graph
-    raise not_found(
-        "Could not find meta graph def matching supplied tags: { serve }. To inspect available "
-        "tag-sets in the SavedModel, please use the SavedModel CLI: `saved_model_cli`")
 
 
 # === Versions and models ===

@@ -1,21 +1,14 @@
-"""The model server: TensorFlow Serving's gRPC and REST APIs for the zoo's SavedModels.
+"""The server process: the services wired to a gRPC server, REST and metrics, run until stopped.
 
-    python -m serving.server                                  # every model under ./saved_models
-    python -m serving.server --model_name=lm --model_base_path=saved_models/lm
-    python -m serving.server --model_config_file=models.config --rest_api_port=8501
-
-Flags carry TF Serving's names where it has them, so scripts and clients move
-between this server and `tensorflow_model_server` unchanged. The server is
-stateless: a language model's recurrent state travels in the requests.
+`serve(arguments, stop_event)` is what `rnn-zoo-serve` runs once its flags
+are parsed (`serving.server.cli`). The server is stateless: a language
+model's recurrent state travels in the requests.
 """
 
 import argparse
 import concurrent.futures
 import logging
-import os
 import pathlib
-import signal
-import sys
 import threading
 
 import grpc
@@ -24,82 +17,21 @@ from grpc_reflection.v1alpha import reflection
 from tensorflow_serving.apis import model_service_pb2, model_service_pb2_grpc, prediction_service_pb2, \
     prediction_service_pb2_grpc
 
-from serving.batching import BatchingParameters, BatchScheduler, read_batching_parameters_file
-from serving.errors import ServingError
-from serving.metrics import ServingMetrics
-from serving.model_manager import ModelManager, config_for_single_model
-from serving.model_service import ModelServicer
-from serving.prediction_service import InferenceService, PredictionServicer
-from serving.rest import RestApi, RestServer
+from serving.protocol.errors import ServingError
+from serving.server.batching import BatchingParameters, BatchScheduler, read_batching_parameters_file
+from serving.server.metrics import ServingMetrics
+from serving.server.model_config import config_for_single_model
+from serving.server.model_manager import ModelManager
+from serving.server.model_service import ModelServicer
+from serving.server.prediction_service import InferenceService, PredictionServicer
+from serving.server.rest import RestApi, RestServer
 
 logger = logging.getLogger("serving.server")
 
-DEFAULT_MODEL_BASE_DIR = "saved_models"
 _SERVICE_NAMES = (
     prediction_service_pb2.DESCRIPTOR.services_by_name["PredictionService"].full_name,
     model_service_pb2.DESCRIPTOR.services_by_name["ModelService"].full_name,
 )
-
-
-def build_argument_parser() -> argparse.ArgumentParser:
-    """The command line, with TF Serving's flag names where they exist."""
-    parser = argparse.ArgumentParser(
-        prog="python -m serving.server",
-        description="Serve the zoo's SavedModels over TensorFlow Serving's gRPC API "
-                    "(PredictionService, ModelService) and, optionally, its REST API. With no model "
-                    "flags, every model directory under --model_base_dir is served, latest version each.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    network = parser.add_argument_group("network")
-    network.add_argument("--port", type=int, default=8500, help="gRPC port (0 picks a free one).")
-    network.add_argument("--host", default="0.0.0.0", help="Address to bind the gRPC, REST and metrics ports.")
-    network.add_argument("--rest_api_port", type=int, default=0,
-                         help="Port of TF Serving's REST API (/v1/models/...); 0 disables it.")
-    network.add_argument("--rest_api_timeout_in_ms", type=int, default=30000, help="Deadline of a REST request.")
-    network.add_argument("--monitoring_port", type=int, default=0,
-                         help="Port serving Prometheus metrics at /metrics; 0 disables it.")
-    network.add_argument("--grpc_max_threads", type=int, default=max(16, 4 * (os.cpu_count() or 1)),
-                         help="Threads answering gRPC requests (requests waiting for a batch hold one).")
-    network.add_argument("--max_message_bytes", type=int, default=256 * 1024 * 1024,
-                         help="Largest gRPC request or response.")
-
-    models = parser.add_argument_group("models")
-    models.add_argument("--model_name", default="default", help="Name of the model given by --model_base_path.")
-    models.add_argument("--model_base_path", help="Directory of one model's numbered version directories.")
-    models.add_argument("--model_config_file",
-                        help="ModelServerConfig in protobuf text format (models, version policies, labels).")
-    models.add_argument("--model_config_file_poll_wait_seconds", type=float, default=0.0,
-                        help="Re-read --model_config_file this often when it changed; 0 reads it once.")
-    models.add_argument("--model_base_dir", default=DEFAULT_MODEL_BASE_DIR,
-                        help="Without --model_base_path or --model_config_file: serve every model directory "
-                             "here (relative to the working directory).")
-    models.add_argument("--file_system_poll_wait_seconds", type=float, default=1.0,
-                        help="Look for new and removed versions this often; 0 looks once at start.")
-
-    batching = parser.add_argument_group("batching")
-    batching.add_argument("--enable_batching", action="store_true",
-                          help="Merge concurrent requests of the same model version and signature.")
-    batching.add_argument("--batching_parameters_file",
-                          help="BatchingParameters in TF Serving's text format (max_batch_size, "
-                               "batch_timeout_micros, max_enqueued_batches, num_batch_threads).")
-
-    parser.add_argument("--shutdown_grace_seconds", type=float, default=10.0,
-                        help="On SIGTERM/SIGINT, how long requests in flight may take to finish.")
-    parser.add_argument("--log_level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"),
-                        help="Logging level.")
-    return parser
-
-
-def check_arguments(parser: argparse.ArgumentParser, arguments: argparse.Namespace) -> None:
-    """Rejects contradictory flags with a usage error (exit code 2)."""
-    if arguments.model_base_path and arguments.model_config_file:
-        parser.error("give --model_base_path or --model_config_file, not both")
-    for flag in ("port", "rest_api_port", "monitoring_port"):
-        if not 0 <= getattr(arguments, flag) <= 65535:
-            parser.error(f"--{flag} must be a port number (0-65535)")
-    if arguments.batching_parameters_file and not arguments.enable_batching:
-        parser.error("--batching_parameters_file needs --enable_batching")
-    if arguments.grpc_max_threads < 1:
-        parser.error("--grpc_max_threads must be at least 1")
 
 
 def make_model_manager(arguments: argparse.Namespace, metrics: ServingMetrics, on_availability_change) -> ModelManager:
@@ -226,25 +158,3 @@ def serve(arguments: argparse.Namespace, stop_event: threading.Event) -> int:
     metrics.stop_http_server()
     logger.info("Server stopped")
     return exit_code
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Parses flags, installs SIGTERM/SIGINT handlers and runs the server."""
-    parser = build_argument_parser()
-    arguments = parser.parse_args(argv)
-    check_arguments(parser, arguments)
-    logging.basicConfig(level=arguments.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-
-    stop_event = threading.Event()
-
-    def request_stop(signal_number, _frame):
-        logger.info("Received %s", signal.Signals(signal_number).name)
-        stop_event.set()
-
-    signal.signal(signal.SIGTERM, request_stop)
-    signal.signal(signal.SIGINT, request_stop)
-    return serve(arguments, stop_event)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

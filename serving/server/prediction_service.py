@@ -14,11 +14,12 @@ import numpy as np
 from tensorflow_serving.apis import (classification_pb2, get_model_metadata_pb2, inference_pb2, predict_pb2,
                                      prediction_service_pb2_grpc, regression_pb2)
 
-from serving import errors, tensors
-from serving.batching import BatchScheduler
-from serving.errors import ServingError, invalid_argument
-from serving.metrics import ServingMetrics
-from serving.model_manager import DEFAULT_SIGNATURE_NAME, ModelManager, Servable
+from serving.protocol import errors, tensors
+from serving.protocol.errors import ServingError, invalid_argument
+from serving.server.batching import BatchScheduler
+from serving.server.metrics import ServingMetrics
+from serving.server.model_manager import ModelManager
+from serving.server.servable import DEFAULT_SIGNATURE_NAME, Servable
 
 CLASSIFY_METHOD_NAME = "tensorflow/serving/classify"
 SIGNATURE_DEF_FIELD = "signature_def"

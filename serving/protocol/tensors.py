@@ -17,7 +17,7 @@ from tensorflow.core.example import example_pb2
 from tensorflow.core.framework import tensor_pb2, tensor_shape_pb2, types_pb2
 from tensorflow.core.protobuf import meta_graph_pb2
 
-from serving.errors import invalid_argument
+from serving.protocol.errors import invalid_argument
 
 # A TensorProto may carry fewer values than its shape holds (TensorFlow repeats
 # the last one). This caps how far a small request can expand in memory.

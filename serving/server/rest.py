@@ -25,12 +25,13 @@ import grpc
 from google.protobuf import json_format
 from tensorflow_serving.apis import classification_pb2, get_model_metadata_pb2, get_model_status_pb2, model_pb2
 
-from serving import errors, tensors
-from serving.errors import ServingError, invalid_argument
-from serving.metrics import ServingMetrics
-from serving.model_manager import DEFAULT_SIGNATURE_NAME, ModelManager
-from serving.model_service import model_status_response
-from serving.prediction_service import SIGNATURE_DEF_FIELD, InferenceService, check_input_names
+from serving.protocol import errors, tensors
+from serving.protocol.errors import ServingError, invalid_argument
+from serving.server.metrics import ServingMetrics
+from serving.server.model_manager import ModelManager
+from serving.server.model_service import model_status_response
+from serving.server.prediction_service import SIGNATURE_DEF_FIELD, InferenceService, check_input_names
+from serving.server.servable import DEFAULT_SIGNATURE_NAME
 
 logger = logging.getLogger(__name__)
 

@@ -1,10 +1,11 @@
 """Start the model server as a real process, the way users start it.
 
 Used by the demo (`make demo`), the notebook and the tests: `running_server()`
-starts `python -m serving.server` on free local ports, waits until the gRPC
-health service says SERVING, and stops it with SIGTERM on exit.
+starts the server's command (`python -m serving.server.cli`, what
+`rnn-zoo-serve` runs) on free local ports, waits until the gRPC health
+service says SERVING, and stops it with SIGTERM on exit.
 
-    from serving.launch import running_server
+    from serving.server import running_server
     with running_server(model_base_dir="saved_models") as server:
         client = ServingClient(server.grpc_target)
 """
@@ -26,8 +27,7 @@ from collections.abc import Iterator, Sequence
 
 logger = logging.getLogger(__name__)
 
-_SERVER_MODULE = "serving.server"
-
+_SERVER_MODULE = "serving.server.cli"
 
 
 def free_port() -> int:
@@ -39,7 +39,7 @@ def free_port() -> int:
 
 @dataclasses.dataclass
 class ServerProcess:
-    """A model server started as `python -m serving.server`, with its ports.
+    """A model server started as `python -m serving.server.cli`, with its ports.
 
     Attributes:
         process: The subprocess.

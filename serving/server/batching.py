@@ -36,8 +36,8 @@ import numpy as np
 from tensorflow.core.framework import types_pb2
 from tensorflow.core.protobuf import meta_graph_pb2
 
-from serving import errors
-from serving.errors import ServingError
+from serving.protocol import errors
+from serving.protocol.errors import ServingError
 
 logger = logging.getLogger(__name__)
 

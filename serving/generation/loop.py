@@ -1,0 +1,163 @@
+"""The generation loop: greedy decoding and sampling, and the entry points `generate` and `stream_generate`.
+
+Each prompt is fed once -- the whole batch in one `step` call -- then one
+token per live row per step; the state the backend returns is carried to the
+next call. A row that finishes leaves the batch. Beam search
+(`serving.generation.beam_search`) runs behind the same entry points.
+"""
+
+from __future__ import annotations
+
+import zlib
+from typing import Callable, Iterator, Sequence
+
+import numpy as np
+
+from serving.generation import beam_search, samplers
+from serving.generation.backends import PAD_ID, BackendError
+from serving.generation.logits import process_logits
+from serving.generation.options import GenerationError, GenerationOptions, GenerationResult
+from serving.generation.rows import Prompt, Row, encode_prompts, feed_prompts, result_from_rows
+
+
+def _row_generator(seed: int | None, prompt: str, sequence: int) -> np.random.Generator:
+    """The random stream of a prompt's ``sequence``-th returned row (see ``serving.generation``)."""
+    if seed is None:
+        return np.random.default_rng()
+    return np.random.default_rng([seed, zlib.crc32(prompt.encode("utf-8")), sequence])
+
+
+def _progress(rows: Sequence[Row]) -> str:
+    return ", ".join(f"row {index}: {len(row.tokens)}" for index, row in enumerate(rows))
+
+
+# === Sampling and greedy loop ===
+
+
+def _sample_loop(backend, prompts, options: GenerationOptions) -> Iterator[tuple[int, str]]:
+    """Greedy decoding or sampling; yields (row, text) pieces and returns the finished rows."""
+    texts, prompt_ids, stops = encode_prompts(backend, prompts, options)
+    sampler = samplers.from_generation_options(
+        do_sample=options.sampling, temperature=options.temperature, top_k=options.top_k, top_p=options.top_p,
+        min_p=options.min_p, typical_p=options.typical_p)
+    rows = [Row(text, ids, _row_generator(options.seed, text, sequence))
+            for text, ids in zip(texts, prompt_ids) for sequence in range(options.num_return_sequences)]
+    if options.max_new_tokens == 0:
+        for row in rows:
+            row.finish_reason = "length"
+        return rows
+    try:
+        logits, state = feed_prompts(backend, prompt_ids)
+    except BackendError as error:
+        raise GenerationError(f"generation failed while feeding the prompts (0 new tokens): {error}",
+                              [0] * len(rows)) from error
+    # Each prompt was fed once; its returned sequences start from copies of its state row.
+    copies = np.repeat(np.arange(len(prompt_ids)), options.num_return_sequences)
+    logits, state = np.asarray(logits)[copies], np.asarray(state)[copies]
+    active = list(range(len(rows)))  # the rows still generating, in the order of `logits` and `state`
+    while active:
+        current = [rows[index] for index in active]
+        processed = process_logits(logits, [row.history for row in current], [len(row.tokens) for row in current],
+                                   options, stops.token_ids)
+        tokens = sampler.sample(processed, [row.generator for row in current])  # (live,)
+        logprobs = samplers.log_softmax(logits)[np.arange(len(current)), tokens]
+        still = []
+        for position, (index, row) in enumerate(zip(active, current)):
+            row.append(int(tokens[position]), float(logprobs[position]), backend, stops, options.min_new_tokens)
+            if row.finish_reason is None and len(row.tokens) >= options.max_new_tokens:
+                row.finish_reason = "length"
+            piece = row.release(stops)
+            if piece:
+                yield index, piece
+            if row.finish_reason is None:
+                still.append(position)
+        if not still:
+            break
+        # Finished rows leave the batch: only the live rows' tokens and state go on.
+        active = [active[position] for position in still]
+        try:
+            logits, state = backend.step(tokens[still].reshape(-1, 1), np.asarray(state)[still])
+        except BackendError as error:
+            raise GenerationError(f"generation stopped after these new tokens per row ({_progress(rows)}): "
+                                  f"{error}", [len(row.tokens) for row in rows]) from error
+    return rows
+
+
+# === Entry points ===
+
+
+def stream_generate(backend, prompts: Sequence[Prompt], *,
+                    on_result: Callable[[GenerationResult], None] | None = None,
+                    **options) -> Iterator[tuple[int, str]]:
+    """Yields (row, text piece) as tokens are produced; rows are prompt-major.
+
+    The pieces of a row, joined, are exactly its ``GenerationResult.texts``
+    entry. Beam search yields each sequence whole at the end (beams change
+    until the search is over).
+
+    Args:
+        backend: a ``LanguageModelBackend``.
+        prompts: texts, or token-id lists fed as they are.
+        on_result: receives the ``GenerationResult`` when generation ends.
+        **options: ``GenerationOptions`` fields.
+
+    Raises:
+        ValueError: impossible parameters (before any backend call).
+        GenerationError: the backend failed part-way (says how far it got).
+    """
+    settings = GenerationOptions(**options)
+    settings.check()
+    prompts = _check_prompts(prompts)
+    if settings.num_beams > 1:
+        found = yield from beam_search.search(backend, prompts, settings)
+        result = beam_search.result_from_hypotheses(found, settings)
+        for index, text in enumerate(result.texts):
+            if text:
+                yield index, text
+    else:
+        rows = yield from _sample_loop(backend, prompts, settings)
+        result = result_from_rows(rows, settings)
+    if on_result is not None:
+        on_result(result)
+
+
+def _check_prompts(prompts) -> list[Prompt]:
+    """The prompts as a list; ValueError (before any backend call) for anything else."""
+    if isinstance(prompts, str):
+        raise ValueError("prompts must be a list of strings, not one string")
+    prompts = list(prompts)
+    if not prompts:
+        raise ValueError("no prompts given")
+    for index, prompt in enumerate(prompts):
+        if isinstance(prompt, str):
+            continue
+        if not all(isinstance(token, (int, np.integer)) and not isinstance(token, bool) and token > PAD_ID
+                   for token in prompt):
+            raise ValueError(f"prompt {index} must be text or a list of token ids > 0, got {prompt!r}")
+    return prompts
+
+
+def generate(backend, prompts: Sequence[Prompt], **options) -> GenerationResult:
+    """Generates continuations of ``prompts``.
+
+    Args:
+        backend: a ``LanguageModelBackend`` (``GrpcBackend``, ``SavedModelBackend``, ``KerasBackend``).
+        prompts: texts, or token-id lists fed as they are.
+        **options: ``GenerationOptions`` fields, named as in Hugging Face
+            ``generate()``: max_new_tokens, min_new_tokens, do_sample,
+            temperature, top_k, top_p, min_p, typical_p, repetition_penalty,
+            no_repeat_ngram_size, num_beams, length_penalty, early_stopping,
+            num_return_sequences, stop, stop_at_end_token, seed, return_logprobs.
+
+    Returns:
+        A ``GenerationResult``, one entry per returned sequence.
+
+    Raises:
+        ValueError: impossible parameters, before any backend call.
+        GenerationError: the backend failed part-way; the message says how
+            many tokens each row had.
+    """
+    results = []
+    for _ in stream_generate(backend, prompts, on_result=results.append, **options):
+        pass
+    return results[0]
