@@ -61,7 +61,7 @@ def run_demo(client: ServingClient, rest_url: str | None, *, max_new_tokens: int
 
     section(f"classify sentences with {CLASSIFIER} (Predict, serving_default)")
     for sentence, result in zip(SENTENCES, client.classify_sentences(CLASSIFIER, SENTENCES)):
-        positive = result.probabilities.get("1", 0.0)
+        positive = result.probabilities["positive"]
         print(f"{result.label:9s} p(positive)={positive:.3f}  {sentence}")
 
     section(f"the same through the Classify API (tf.Example with a 'text' feature)")

@@ -64,7 +64,7 @@ def test_task_helpers(client, models_root):
     by_classify = client.classify_sentences_with_examples(CLASSIFIER_NAME, sentences)
     for index, (first, second) in enumerate(zip(by_predict, by_classify)):
         assert first.label == second.label == expected["label"][index].decode()
-        assert list(second.probabilities) == list(TOY_CLASS_NAMES)
+        assert list(first.probabilities) == list(second.probabilities) == list(TOY_CLASS_NAMES)
         np.testing.assert_allclose(list(first.probabilities.values()), expected["probabilities"][index], rtol=1e-6)
         np.testing.assert_allclose(list(second.probabilities.values()), expected["probabilities"][index], rtol=1e-6)
 

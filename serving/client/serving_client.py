@@ -60,8 +60,8 @@ class SentenceClassification:
 
     Attributes:
         label: The most probable class.
-        probabilities: By class name when the model names its classes (the
-            Classify API), else by class id as a string ("0", "1", ...).
+        probabilities: By class name ("negative", "positive", ...), in the
+            model's class order, whichever API answered.
     """
 
     label: str
@@ -121,6 +121,7 @@ class ServingClient:
             ("grpc.max_send_message_length", max_message_bytes)])
         self._prediction = prediction_service_pb2_grpc.PredictionServiceStub(self._channel)
         self._models = model_service_pb2_grpc.ModelServiceStub(self._channel)
+        self._class_names: dict[tuple[str, int], list[str]] = {}
 
     def close(self) -> None:
         self._channel.close()
@@ -268,13 +269,29 @@ class ServingClient:
     # === Task helpers (the zoo's serving contract) ===
 
     def classify_sentences(self, model_name: str, sentences: Sequence[str], **spec) -> list[SentenceClassification]:
-        """Classifies sentences with a classifier's `serving_default` (Predict API)."""
+        """Classifies sentences with a classifier's `serving_default` (Predict API).
+
+        Probabilities are keyed by class name, as the Classify API gives them:
+        `serving_default` returns only the winning label, so the names of all
+        classes come from one Classify call per model version (then cached).
+        """
         result = self.predict(model_name, {"sentences": np.array(list(sentences), dtype=object)}, **spec)
-        labels = result.outputs["label"]
-        probabilities = result.outputs["probabilities"]
-        return [SentenceClassification(label.decode("utf-8"),
-                                        {str(index): float(p) for index, p in enumerate(row)})
-                for label, row in zip(labels, probabilities)]
+        names = self.class_names(model_name, version=result.version)
+        return [SentenceClassification(label.decode("utf-8"), dict(zip(names, map(float, row), strict=True)))
+                for label, row in zip(result.outputs["label"], result.outputs["probabilities"])]
+
+    def class_names(self, model_name: str, version: int | None = None, signature_name: str = "classify",
+                    version_label: str | None = None) -> list[str]:
+        """A classifier's class names in id order, from its Classify signature (cached per version)."""
+        if version is not None and (model_name, version) in self._class_names:
+            return self._class_names[model_name, version]
+        request = classification_pb2.ClassificationRequest(
+            model_spec=make_model_spec(model_name, signature_name, version, version_label))
+        request.input.example_list.examples.append(tensors.make_example({"text": ""}))
+        response = self._call(self._prediction.Classify, request)
+        names = [entry.label for entry in response.result.classifications[0].classes]
+        self._class_names[model_name, response.model_spec.version.value] = names
+        return names
 
     def classify_sentences_with_examples(self, model_name: str, sentences: Sequence[str],
                                          signature_name: str = "classify", **spec) -> list[SentenceClassification]:

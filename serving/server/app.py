@@ -7,6 +7,8 @@ model's recurrent state travels in the requests.
 
 import argparse
 import concurrent.futures
+import contextlib
+import errno
 import logging
 import pathlib
 import threading
@@ -73,6 +75,28 @@ class _HealthReporter:
             self._servicer.enter_graceful_shutdown()
 
 
+class PortError(OSError):
+    """A port the server was told to use cannot be bound (most often: another process has it)."""
+
+
+@contextlib.contextmanager
+def _binding(what: str, host: str, port: int, flag: str):
+    """Turns a failed bind into a PortError that names the port, its flag and the cause."""
+    try:
+        yield
+    except OSError as error:
+        reason = "it is in use" if error.errno == errno.EADDRINUSE else (error.strerror or str(error))
+        raise PortError(_port_message(what, host, port, flag, reason)) from error
+    except RuntimeError as error:  # grpcio: "Failed to bind to address ..."
+        raise PortError(_port_message(what, host, port, flag, "it is in use, or the address is not "
+                                      "one of this machine's")) from error
+
+
+def _port_message(what, host, port, flag, reason) -> str:
+    return (f"cannot listen for {what} on {host}:{port} ({flag}): {reason}. "
+            f"Stop the process that holds it, or choose another {flag}.")
+
+
 def serve(arguments: argparse.Namespace, stop_event: threading.Event) -> int:
     """Runs the server until `stop_event` is set, then shuts down gracefully.
 
@@ -96,7 +120,10 @@ def serve(arguments: argparse.Namespace, stop_event: threading.Event) -> int:
 
     inference = InferenceService(manager, batcher)
     message_options = [("grpc.max_receive_message_length", arguments.max_message_bytes),
-                       ("grpc.max_send_message_length", arguments.max_message_bytes)]
+                       ("grpc.max_send_message_length", arguments.max_message_bytes),
+                       # gRPC sets SO_REUSEPORT by default, which lets a second server
+                       # bind a port in use and take half of its requests.
+                       ("grpc.so_reuseport", 0)]
     grpc_server = grpc.server(concurrent.futures.ThreadPoolExecutor(
         max_workers=arguments.grpc_max_threads, thread_name_prefix="grpc"), options=message_options)
     prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
@@ -109,15 +136,18 @@ def serve(arguments: argparse.Namespace, stop_event: threading.Event) -> int:
 
     rest_server = None
     try:
-        grpc_port = grpc_server.add_insecure_port(f"{arguments.host}:{arguments.port}")
-        if not grpc_port:
-            raise OSError(f"cannot bind gRPC port {arguments.host}:{arguments.port}")
+        with _binding("gRPC", arguments.host, arguments.port, "--port"):
+            grpc_port = grpc_server.add_insecure_port(f"{arguments.host}:{arguments.port}")
+            if not grpc_port:
+                raise RuntimeError("add_insecure_port returned 0")
         if arguments.monitoring_port:
-            metrics.start_http_server(arguments.monitoring_port, arguments.host)
+            with _binding("metrics", arguments.host, arguments.monitoring_port, "--monitoring_port"):
+                metrics.start_http_server(arguments.monitoring_port, arguments.host)
         if arguments.rest_api_port:
             rest_api = RestApi(inference, manager, metrics, arguments.rest_api_timeout_in_ms / 1000)
-            rest_server = RestServer(rest_api, arguments.host, arguments.rest_api_port)
-    except (OSError, RuntimeError) as error:
+            with _binding("REST", arguments.host, arguments.rest_api_port, "--rest_api_port"):
+                rest_server = RestServer(rest_api, arguments.host, arguments.rest_api_port)
+    except PortError as error:
         logger.error("Cannot start: %s", error)
         metrics.stop_http_server()
         if batcher is not None:
