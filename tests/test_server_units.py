@@ -294,11 +294,19 @@ def test_an_output_that_only_looks_like_a_time_axis_is_not_cut():
     assert results["short"]["scores"].shape == (1, 4) and results["long"]["scores"].shape == (1, 4)
 
 
+def _wait_until(condition, timeout_seconds=20.0):
+    deadline = time.monotonic() + timeout_seconds
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.01)
+
+
 def test_full_queue_is_unavailable():
     plan = batching.SignatureBatchingPlan.from_signature_def(_language_model_signature())
-    release = threading.Event()
+    release, running = threading.Event(), threading.Event()
 
     def slow_run(inputs):
+        running.set()
         release.wait(10)
         return _toy_run(inputs)
 
@@ -306,9 +314,13 @@ def test_full_queue_is_unavailable():
     request = {"token_ids": np.array([[1, 2]], np.int64)}
     threads = [threading.Thread(target=scheduler.run, args=(("m", 1, "s"), request, plan, slow_run))
                for _ in range(3)]
-    for thread in threads:  # one runs, two fill the queue (capacity 2 rows)
+    # One runs (held in slow_run), two fill the queue (capacity 2 rows); wait
+    # for each state instead of sleeping, so a slow machine cannot reorder them.
+    threads[0].start()
+    _wait_until(lambda: running.is_set())
+    for thread in threads[1:]:
         thread.start()
-        time.sleep(0.2)
+    _wait_until(lambda: scheduler.queued_requests() == 2)
     with pytest.raises(ServingError) as raised:
         scheduler.run(("m", 1, "s"), request, plan, slow_run)
     release.set()

@@ -179,6 +179,8 @@ def serve(arguments: argparse.Namespace, stop_event: threading.Event) -> int:
                 arguments.shutdown_grace_seconds)
     health_reporter.shutting_down()
     grpc_stopped = grpc_server.stop(arguments.shutdown_grace_seconds)
+    if batcher is not None:
+        batcher.drain()  # queued requests run now, not after their batch timeout
     if rest_server is not None:
         rest_server.stop(arguments.shutdown_grace_seconds)
     grpc_stopped.wait(arguments.shutdown_grace_seconds + 1)

@@ -320,6 +320,7 @@ class BatchScheduler:
         self._condition = threading.Condition()
         self._queues: dict[tuple, _Queue] = {}
         self._closed = False
+        self._draining = False  # shutting down: run what is queued now, without waiting to fill batches
         self._threads = [threading.Thread(target=self._work, name=f"batch-{index}", daemon=True)
                          for index in range(parameters.num_batch_threads)]
         for thread in self._threads:
@@ -358,18 +359,40 @@ class BatchScheduler:
                 raise ServingError(grpc.StatusCode.UNAVAILABLE, QUEUE_FULL_MESSAGE)
             queue.tasks.append(task)
             queue.pending_rows += rows
+            self._queued_changed()
             self._condition.notify()
         if not task.done.wait(timeout_seconds):
             with self._condition:
                 if task in queue.tasks:  # not started: withdraw it
                     queue.tasks.remove(task)
                     queue.pending_rows -= rows
+                    self._queued_changed()
             if not task.done.is_set():
                 raise ServingError(grpc.StatusCode.DEADLINE_EXCEEDED,
                                    "Deadline exceeded while waiting in the batch queue")
         if task.error is not None:
             raise task.error
         return task.outputs
+
+    def queued_requests(self) -> int:
+        """Requests waiting in the queues, not yet running."""
+        with self._condition:
+            return sum(len(queue.tasks) for queue in self._queues.values())
+
+    def _queued_changed(self) -> None:
+        """Under the lock: publishes the number of waiting requests."""
+        if self._metrics is not None:
+            self._metrics.set_queued_requests(sum(len(queue.tasks) for queue in self._queues.values()))
+
+    def drain(self) -> None:
+        """Runs queued requests at once instead of waiting for their batch to fill (server shutdown).
+
+        Requests still arriving are accepted and run without waiting too; `close`
+        then refuses new ones.
+        """
+        with self._condition:
+            self._draining = True
+            self._condition.notify_all()
 
     def close(self, timeout_seconds: float = 30.0) -> None:
         """Runs what is queued, then stops the threads (new requests get UNAVAILABLE)."""
@@ -387,8 +410,8 @@ class BatchScheduler:
             if not queue.tasks:
                 continue
             oldest = queue.tasks[0].enqueued
-            ready_at = now if (self._closed or queue.pending_rows >= self.parameters.max_batch_size) \
-                else oldest + self._timeout_seconds
+            run_now = self._closed or self._draining or queue.pending_rows >= self.parameters.max_batch_size
+            ready_at = now if run_now else oldest + self._timeout_seconds
             if ready_at <= now:
                 if oldest_ready is None or oldest < oldest_ready[1]:
                     oldest_ready = (key, oldest)
@@ -406,6 +429,7 @@ class BatchScheduler:
         queue.pending_rows -= rows
         if not queue.tasks:
             del self._queues[key]  # drops the reference to an old version's servable
+        self._queued_changed()
         return (queue, tasks), None
 
     def _work(self) -> None:

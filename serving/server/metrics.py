@@ -29,6 +29,7 @@ class ServingMetrics:
         batch_requests{model, signature}: requests per merged run.
         model_loads_total{model, outcome}: version loads that succeeded or failed.
         model_versions_available{model}: versions serving now.
+        batch_queued_requests: requests waiting in the batch queues, not yet running.
 
     Args:
         registry: Where the series live; a new private registry by default.
@@ -50,6 +51,9 @@ class ServingMetrics:
                                    ["model", "outcome"], registry=self.registry)
         self.available_versions = Gauge(prefix + "model_versions_available", "Versions serving now.",
                                         ["model"], registry=self.registry)
+        self.batch_queued_requests = Gauge(prefix + "batch_queued_requests",
+                                           "Requests waiting in the batch queues, not yet running.",
+                                           registry=self.registry)
         self._http_server = None
         self._http_thread: threading.Thread | None = None
 
@@ -62,6 +66,9 @@ class ServingMetrics:
     def observe_batch(self, model: str, signature: str, rows: int, requests: int) -> None:
         self.batch_size.labels(model=model, signature=signature).observe(rows)
         self.batch_requests.labels(model=model, signature=signature).observe(requests)
+
+    def set_queued_requests(self, count: int) -> None:
+        self.batch_queued_requests.set(count)
 
     def set_available_versions(self, model: str, count: int) -> None:
         self.available_versions.labels(model=model).set(count)
