@@ -1,0 +1,51 @@
+"""Commands start quietly: no TensorFlow C++ start-up lines unless the user asks for them."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+REPOSITORY_ROOT = Path(__file__).resolve().parent.parent
+# Lines TensorFlow's C++ side prints at import on CPU machines (which ones depends on the CPU).
+NOISE = ("All log messages before absl::InitializeLog()", "I0000 ", "E0000 ", "W0000 ", "cuInit",
+         "oneDNN custom operations", "cpu_feature_guard")
+
+
+def _environment(**extra):
+    environment = {key: value for key, value in os.environ.items() if key != "TF_CPP_MIN_LOG_LEVEL"}
+    return {**environment, "PYTHONPATH": str(REPOSITORY_ROOT), **extra}
+
+
+def test_a_command_that_imports_tensorflow_prints_none_of_its_start_up_lines():
+    completed = subprocess.run(
+        [sys.executable, "-m", "training.train", "--preset", "ptb_small", "--data", "ptb", "--dry_run"],
+        cwd=REPOSITORY_ROOT, env=_environment(), capture_output=True, text=True, timeout=300)
+    assert completed.returncode == 0, completed.stderr
+    assert '"preset": "ptb_small"' in completed.stdout
+    assert not [line for line in completed.stderr.splitlines() if any(noise in line for noise in NOISE)], \
+        completed.stderr
+
+
+def test_a_level_the_user_set_is_kept_and_nothing_is_redirected():
+    script = ("import os, sys; from training.quiet import quiet_tensorflow_logs; quiet_tensorflow_logs(); "
+              "print(os.environ['TF_CPP_MIN_LOG_LEVEL'], 'tensorflow' in sys.modules)")
+    completed = subprocess.run([sys.executable, "-c", script], cwd=REPOSITORY_ROOT,
+                               env=_environment(TF_CPP_MIN_LOG_LEVEL="0"), capture_output=True, text=True,
+                               timeout=120)
+    assert completed.stdout.split() == ["0", "False"], "the user's level, and TensorFlow left to the caller"
+
+
+def test_a_failing_import_replays_what_it_wrote(tmp_path):
+    # A stand-in `tensorflow` that writes to file descriptor 2, as the C++ side does, then fails.
+    fake = tmp_path / "tensorflow"
+    fake.mkdir()
+    (fake / "__init__.py").write_text(
+        "import os\nos.write(2, b'F0000 fatal: libtensorflow_framework.so.2 not found\\n')\n"
+        "raise ImportError('cannot load tensorflow')\n")
+    script = "from training.quiet import quiet_tensorflow_logs; quiet_tensorflow_logs()"
+    completed = subprocess.run([sys.executable, "-c", script], cwd=REPOSITORY_ROOT,
+                               env=_environment(PYTHONPATH=f"{tmp_path}{os.pathsep}{REPOSITORY_ROOT}"),
+                               capture_output=True, text=True, timeout=60)
+    assert completed.returncode == 1
+    assert "F0000 fatal: libtensorflow_framework.so.2 not found" in completed.stderr
+    assert "ImportError: cannot load tensorflow" in completed.stderr
