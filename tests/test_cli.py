@@ -1,4 +1,4 @@
-"""The serving commands: `--help` works and names the command, and building a parser imports no TensorFlow.
+"""Every command: `--help` works and names the command, and building a parser imports no TensorFlow.
 
 Every command parses its arguments before TensorFlow (about 5 s to import) is
 imported, so `--help` and argument errors answer at once. The checks run in
@@ -16,6 +16,8 @@ BIN = Path(sys.executable).parent
 
 # command -> the module holding its build_parser() and main()
 COMMANDS = {
+    "rnn-zoo-train": "training.train",
+    "rnn-zoo-evaluate": "training.evaluate",
     "rnn-zoo-export": "serving.export.cli",
     "rnn-zoo-serve": "serving.server.cli",
     "rnn-zoo-client": "serving.client.cli",
