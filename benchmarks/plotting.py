@@ -7,8 +7,12 @@ from typing import Sequence
 
 
 def bar_chart(path: Path, names: Sequence[str], values: Sequence[float], *, xlabel: str, title: str,
-              log_scale: bool = False, figsize: tuple[float, float] = (7, 3.2)) -> None:
-    """Writes a PNG with one horizontal bar per name, the first at the top."""
+              log_scale: bool = False, figsize: tuple[float, float] = (7, 3.2),
+              reference: float | None = None) -> None:
+    """Writes a PNG with one horizontal bar per name, the first at the top.
+
+    `reference` draws a dashed vertical line at that value (say 1 for ratios).
+    """
     import matplotlib
 
     matplotlib.use("Agg")
@@ -18,6 +22,8 @@ def bar_chart(path: Path, names: Sequence[str], values: Sequence[float], *, xlab
     axis.barh(list(names), list(values))
     if log_scale:
         axis.set_xscale("log")
+    if reference is not None:
+        axis.axvline(reference, color="black", linestyle="--", linewidth=1)
     axis.set_xlabel(xlabel)
     axis.set_title(title)
     axis.invert_yaxis()
