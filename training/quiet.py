@@ -42,10 +42,13 @@ def quiet_tensorflow_logs() -> None:
 
             tf.config.list_physical_devices()  # the cuInit line is logged here
         except BaseException:
-            os.dup2(saved, 2)
+            _restore(saved)
             captured.seek(0)
             sys.stderr.write(captured.read().decode(errors="replace"))
             raise
-        finally:
-            os.dup2(saved, 2)
-            os.close(saved)
+        _restore(saved)
+
+
+def _restore(saved_descriptor: int) -> None:
+    os.dup2(saved_descriptor, 2)
+    os.close(saved_descriptor)

@@ -54,6 +54,7 @@ from training.metrics import Perplexity, per_tag_accuracy
 from training.plots import PlotHistory, plot_history
 from training.schedules import zaremba_learning_rate
 from training.vocab import LabelVocabulary, Vocabulary
+from zoo.cells import check_cell_type
 from zoo.characters import MAX_WORD_LENGTH
 
 logger = logging.getLogger(__name__)
@@ -115,8 +116,7 @@ def resolve_config(
         raise ValueError(f"Unknown model option(s) {unknown} for {task}. "
                          f"Valid options: {', '.join(zoo.valid_options(task))}.")
     zoo.check_option_values(task, model_options)
-    if cell not in zoo.CELL_TYPES:
-        raise ValueError(f"Unknown cell {cell!r}. Valid cells: {', '.join(zoo.CELL_TYPES)}.")
+    check_cell_type(cell)
 
     training_options = dict(TASK_TRAINING_DEFAULTS[task])
     training_options.update(base["training"] if base else {})

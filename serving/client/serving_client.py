@@ -285,12 +285,11 @@ class ServingClient:
         """A classifier's class names in id order, from its Classify signature (cached per version)."""
         if version is not None and (model_name, version) in self._class_names:
             return self._class_names[model_name, version]
-        request = classification_pb2.ClassificationRequest(
-            model_spec=make_model_spec(model_name, signature_name, version, version_label))
-        request.input.example_list.examples.append(tensors.make_example({"text": ""}))
-        response = self._call(self._prediction.Classify, request)
-        names = [entry.label for entry in response.result.classifications[0].classes]
-        self._class_names[model_name, response.model_spec.version.value] = names
+        rows = self.classify(model_name, [{"text": ""}], signature_name, version=version,
+                             version_label=version_label)
+        names = [label for label, _ in rows[0]]
+        if version is not None:
+            self._class_names[model_name, version] = names
         return names
 
     def classify_sentences_with_examples(self, model_name: str, sentences: Sequence[str],

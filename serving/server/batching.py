@@ -377,12 +377,15 @@ class BatchScheduler:
     def queued_requests(self) -> int:
         """Requests waiting in the queues, not yet running."""
         with self._condition:
-            return sum(len(queue.tasks) for queue in self._queues.values())
+            return self._count_queued()
+
+    def _count_queued(self) -> int:
+        return sum(len(queue.tasks) for queue in self._queues.values())
 
     def _queued_changed(self) -> None:
         """Under the lock: publishes the number of waiting requests."""
         if self._metrics is not None:
-            self._metrics.set_queued_requests(sum(len(queue.tasks) for queue in self._queues.values()))
+            self._metrics.set_queued_requests(self._count_queued())
 
     def drain(self) -> None:
         """Runs queued requests at once instead of waiting for their batch to fill (server shutdown).
