@@ -8,6 +8,10 @@ wraps a zoo `LanguageModel` to do that inside `keras.Model.fit`: it keeps the
 state in non-trainable variables, one for training and one for evaluation, and
 `CarriedStateReset` puts the state back to the start at each epoch and each
 evaluation.
+
+Under a `tf.distribute` strategy each replica owns a fixed slice of the
+streams (`training.distribution.streams_for_replicas`) and carries the state of
+those rows only, in its own copy of the state variables.
 """
 
 from __future__ import annotations
@@ -35,7 +39,9 @@ class CarriedStateTrainer(keras.Model):
             reported loss stays the per-token mean either way.
 
     The wrapped model is what gets saved and exported; the trainer only adds
-    the carried state. `reset_state()` starts every stream again from the
+    the carried state. The state variables hold all `batch_size` rows whatever
+    the number of replicas (so a run resumes under another strategy); each
+    replica has its own copy and reads and writes only its own rows of it. `reset_state()` starts every stream again from the
     model's initial state (zeros, or the learned state, which then receives
     gradients from the first batch after a reset).
     """
@@ -46,22 +52,22 @@ class CarriedStateTrainer(keras.Model):
         self.batch_size = int(batch_size)
         self.sum_loss_over_time = bool(sum_loss_over_time)
         size = language_model.state_size
-        self.train_state = self.add_weight(
-            shape=(self.batch_size, size), initializer="zeros", trainable=False, name="train_state"
-        )
-        self.eval_state = self.add_weight(
-            shape=(self.batch_size, size), initializer="zeros", trainable=False, name="eval_state"
-        )
+        self.train_state = self._replica_variable((self.batch_size, size), "float32", "train_state")
+        self.eval_state = self._replica_variable((self.batch_size, size), "float32", "eval_state")
         # True right after a reset: the step then starts from the model's
         # initial state instead of the carried one.
-        self.train_at_start = self.add_weight(
-            shape=(), dtype="bool", initializer="ones", trainable=False, name="train_at_start"
-        )
-        self.eval_at_start = self.add_weight(
-            shape=(), dtype="bool", initializer="ones", trainable=False, name="eval_at_start"
-        )
+        self.train_at_start = self._replica_variable((), "bool", "train_at_start")
+        self.eval_at_start = self._replica_variable((), "bool", "eval_at_start")
 
         self.build((self.batch_size, None))
+
+    @staticmethod
+    def _replica_variable(shape, dtype, name):
+        # One copy per replica (ON_READ), none of them summed with the others; a
+        # read outside the replicas (saving a backup) sees the first replica's.
+        return keras.Variable(
+            initializer="ones" if dtype == "bool" else "zeros", shape=shape, dtype=dtype,
+            trainable=False, synchronization="on_read", aggregation="only_first_replica", name=name)
 
     def build(self, token_ids_shape):
         if not self.language_model.built:
@@ -78,9 +84,32 @@ class CarriedStateTrainer(keras.Model):
         if which in ("eval", "both"):
             self.eval_at_start.assign(True)
 
+    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
+        # Under a strategy, Keras builds the optimizer and metrics from a sample
+        # batch that it makes by averaging the replicas' first batches, which
+        # MultiWorkerMirroredStrategy cannot do for int32 token ids. Any batch of
+        # token ids builds the same variables: hand Keras one of zeros instead.
+        if iterator is not None:
+            tokens = tf.zeros((self.batch_size, 1), tf.int32)
+            iterator, data_batch = None, (tokens, tokens)
+        return super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
+
+    def _replica_rows(self):
+        """(first row, rows) of the streams this replica trains on."""
+        replicas = tf.distribute.get_strategy().num_replicas_in_sync
+        rows = self.batch_size // replicas
+        replica = tf.distribute.get_replica_context().replica_id_in_sync_group
+        return replica * rows, rows
+
     def _start_state(self, carried, at_start):
-        initial = self.language_model.initial_state(self.batch_size)
-        return tf.where(at_start, initial, carried)
+        first, rows = self._replica_rows()
+        initial = self.language_model.initial_state(rows)
+        return tf.where(at_start, initial, carried[first:first + rows])
+
+    def _carry(self, carried, new_state):
+        """Writes this replica's rows of the state back; the other rows stay as they are."""
+        first, rows = self._replica_rows()
+        carried.assign(tf.concat([carried[:first], new_state, carried[first + rows:]], axis=0))
 
     def train_step(self, data):
         token_ids, targets, _ = keras.utils.unpack_x_y_sample_weight(data)
@@ -89,6 +118,8 @@ class CarriedStateTrainer(keras.Model):
             logits, new_state = self.language_model(
                 token_ids, initial_state=state, return_state=True, training=True
             )  # (batch, time, vocabulary), (batch, state)
+            # Keras scales the loss by 1/replicas, so the replicas' gradients sum
+            # to the gradient of the global batch's mean loss.
             loss = self.compute_loss(x=token_ids, y=targets, y_pred=logits, training=True)
             objective = loss
             if self.sum_loss_over_time:
@@ -97,7 +128,7 @@ class CarriedStateTrainer(keras.Model):
         gradients = tape.gradient(objective, variables)
         self.optimizer.apply_gradients(zip(gradients, variables))
         # The state moves on; the gradient stops at the batch edge (truncated BPTT).
-        self.train_state.assign(tf.stop_gradient(new_state))
+        self._carry(self.train_state, tf.stop_gradient(new_state))
         self.train_at_start.assign(False)
         return self._update_metrics(loss, targets, logits)
 
@@ -108,17 +139,30 @@ class CarriedStateTrainer(keras.Model):
             token_ids, initial_state=state, return_state=True, training=False
         )
         loss = self.compute_loss(x=token_ids, y=targets, y_pred=logits, training=False)
-        self.eval_state.assign(new_state)
+        self._carry(self.eval_state, new_state)
         self.eval_at_start.assign(False)
         return self._update_metrics(loss, targets, logits)
 
     def _update_metrics(self, loss, targets, logits):
         for metric in self.metrics:
             if metric.name == "loss":
-                metric.update_state(loss)
+                # The per-token mean of this replica's rows, unscaled.
+                replicas = tf.distribute.get_strategy().num_replicas_in_sync
+                metric.update_state(loss * tf.cast(replicas, loss.dtype))
             else:
                 metric.update_state(targets, logits)
-        return {metric.name: metric.result() for metric in self.metrics}
+        results = {metric.name: metric.result() for metric in self.metrics}
+        if _multi_worker():
+            # Keras averages a multi-worker step's outputs along axis 0, which
+            # fails on scalars (tensorflow/tensorflow#72388): give it vectors of
+            # one. Every replica holds the same figures, as metrics are summed
+            # across replicas when they update.
+            results = tf.nest.map_structure(lambda value: tf.reshape(value, [1]), results)
+        return results
+
+
+def _multi_worker() -> bool:
+    return isinstance(tf.distribute.get_strategy(), tf.distribute.MultiWorkerMirroredStrategy)
 
 
 class CarriedStateReset(keras.callbacks.Callback):

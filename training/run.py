@@ -35,6 +35,7 @@ import copy
 import dataclasses
 import json
 import logging
+import os
 import shlex
 import shutil
 import sys
@@ -44,9 +45,11 @@ from pathlib import Path
 
 import keras
 import numpy as np
+import tensorflow as tf
 
 import zoo
-from training import run_directory
+from training import distribution, run_directory
+from training.clipping import with_global_norm_clipping
 from training.datasets import classification_dataset, load_split, tagging_dataset
 from training.language_model import CarriedStateReset, CarriedStateTrainer, evaluate_language_model
 from training.lm_batching import lm_dataset
@@ -295,16 +298,21 @@ def build_model(config: dict, prepared: PreparedData):
     return zoo.build(config["task"], cell=config["cell"], **options)
 
 
-def compile_for_training(model, config: dict):
+def compile_for_training(model, config: dict, strategy: tf.distribute.Strategy | None = None):
     """Wraps language models for carried state; compiles with the config's optimizer.
+
+    Call it inside `strategy.scope()` when training under a strategy.
 
     Returns:
         The keras.Model to call `fit` on (the model itself, or its trainer).
     """
     training = config["training"]
-    optimizer = OPTIMIZERS[training["optimizer"]](
+    if strategy is not None and config["task"] == "language_model":
+        distribution.replica_rows(training["batch_size"], strategy)  # the streams must split evenly
+    # Clipping by the global norm of all gradients, as Zaremba et al. do (and
+    # as Keras' own clipping does not quite: see training.clipping).
+    optimizer = with_global_norm_clipping(OPTIMIZERS[training["optimizer"]])(
         learning_rate=training["learning_rate"],
-        # Clipping by the global norm of all gradients, as Zaremba et al. do.
         global_clipnorm=training.get("clip_norm"),
     )
     loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
@@ -380,7 +388,8 @@ def evaluate(model, config: dict, prepared: PreparedData, split) -> dict:
 # === The run ===
 
 
-def train(config: dict, *, verbose="auto", overwrite: bool = False) -> dict:
+def train(config: dict, *, verbose="auto", overwrite: bool = False,
+          strategy: str | tf.distribute.Strategy = "default") -> dict:
     """Trains, evaluates and saves one run. Returns the metrics written to metrics.json.
 
     The run directory must be new, empty or hold this same run (see
@@ -388,10 +397,26 @@ def train(config: dict, *, verbose="auto", overwrite: bool = False) -> dict:
     the last finished epoch. `overwrite` replaces whatever the directory held.
     A run stopped before its first epoch finished leaves nothing behind.
 
+    `strategy` is a name from `training.distribution.STRATEGIES` or a
+    `tf.distribute.Strategy`; under a multi-worker strategy the workers other
+    than the chief write their run beside it (`training.distribution`).
+
     Raises:
         RunDirectoryError: the directory holds another run and `overwrite` is not set.
+        ValueError: a strategy that cannot be set up, or a batch that does not
+            split across its replicas.
     """
+    if isinstance(strategy, str):
+        strategy = distribution.make_strategy(strategy)
+    if (isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
+            and config["task"] != "language_model"):
+        # Keras 3's fit cannot average a step's scalar metrics across workers
+        # (tensorflow/tensorflow#72388); the language-model trainer works around it.
+        raise ValueError("--strategy multi_worker trains language models only, for now; "
+                         f"train the {config['task']} with --strategy mirrored or default.")
     run_dir = Path(config["output_dir"])
+    if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        run_dir = distribution.worker_output_dir(run_dir, os.environ.get("TF_CONFIG"))
     keras.utils.set_random_seed(config["seed"])
     started = time.time()
     splits = load_splits(config)
@@ -401,7 +426,7 @@ def train(config: dict, *, verbose="auto", overwrite: bool = False) -> dict:
     run_dir.mkdir(parents=True, exist_ok=True)
     try:
         return _train_in(run_dir, config, splits, wanted, resuming=resuming, started=started,
-                         verbose=verbose)
+                         verbose=verbose, strategy=strategy)
     except BaseException:
         if not run_directory.is_resumable(run_dir):
             # Nothing finished: leave nothing that a later run could take for its own.
@@ -413,7 +438,7 @@ def train(config: dict, *, verbose="auto", overwrite: bool = False) -> dict:
 
 
 def _train_in(run_dir: Path, config: dict, splits, wanted: dict, *, resuming: bool, started: float,
-              verbose) -> dict:
+              verbose, strategy: tf.distribute.Strategy) -> dict:
     run_directory.write_identity(run_dir, wanted)
     # Vocabularies come from the run directory only when resuming, so that ids
     # stay those of the saved epochs; a fresh run builds them from its train split.
@@ -429,9 +454,16 @@ def _train_in(run_dir: Path, config: dict, splits, wanted: dict, *, resuming: bo
                 f", characters {len(prepared.char_vocabulary)}" if prepared.char_vocabulary else "",
                 "resuming from backup" if resuming else "fresh run")
 
-    model = build_model(config, prepared)
-    trainable = compile_for_training(model, config)
+    with strategy.scope():
+        model = build_model(config, prepared)
+        trainable = compile_for_training(model, config, strategy)
     train_data, dev_data = make_datasets(config, prepared)
+    if config["task"] == "language_model" and strategy.num_replicas_in_sync > 1:
+        # Each replica keeps its own rows of the streams, batch after batch.
+        batch_size = config["training"]["batch_size"]
+        train_data, dev_data = (
+            distribution.streams_for_replicas(lambda data=data: data, batch_size, strategy)
+            for data in (train_data, dev_data))
     trainable.fit(train_data, validation_data=dev_data, epochs=config["training"]["epochs"],
                   callbacks=make_callbacks(config, run_dir), verbose=verbose, shuffle=False)
 

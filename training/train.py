@@ -25,6 +25,7 @@ _DATA_ARGUMENTS = ("source", "dev_source", "level", "tag_column", "data_dir", "d
 _TRAINING_ARGUMENTS = ("epochs", "batch_size", "num_steps", "optimizer", "learning_rate", "clip_norm",
                        "early_stopping_patience")
 _OPTIMIZERS = ("adagrad", "adam", "rmsprop", "sgd")  # training.run.OPTIMIZERS (tested to match)
+_STRATEGIES = ("default", "mirrored", "multi_worker")  # training.distribution.STRATEGIES (tested)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -68,6 +69,9 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("--learning_rate", type=float)
     fit.add_argument("--clip_norm", type=float, help="clip gradients to this global norm")
     fit.add_argument("--early_stopping_patience", type=int)
+    parser.add_argument("--strategy", choices=_STRATEGIES, default="default",
+                        help="tf.distribute strategy: mirrored uses every local GPU, multi_worker "
+                        "the cluster in TF_CONFIG (start the same command on every worker)")
     parser.add_argument("--output_dir", help="run directory (default runs/<preset or task_cell>); "
                         "the same command into it again resumes the run")
     parser.add_argument("--overwrite", action="store_true",
@@ -89,10 +93,13 @@ def main(argv=None) -> int:
         return 0
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     quiet_tensorflow_logs()
+    from training.distribution import make_strategy
     from training.errors import DataError
     from training.run import resolve_config, train
 
     try:
+        # First: a multi-worker strategy must exist before TensorFlow runs any op.
+        strategy = make_strategy(args.strategy) if not args.dry_run else None
         config = resolve_config(
             preset=args.preset,
             task=args.task,
@@ -107,7 +114,7 @@ def main(argv=None) -> int:
             print(json.dumps(config, indent=2, sort_keys=True))
             return 0
         verbose = args.verbose if args.verbose == "auto" else int(args.verbose)
-        metrics = train(config, verbose=verbose, overwrite=args.overwrite)
+        metrics = train(config, verbose=verbose, overwrite=args.overwrite, strategy=strategy)
     except (DataError, ValueError) as error:
         print(f"rnn-zoo-train: error: {error}", file=sys.stderr)
         return 2
