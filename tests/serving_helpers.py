@@ -399,6 +399,56 @@ def run_saved_model(export_dir: os.PathLike, signature_name: str, **inputs) -> d
 _loaded_models: dict = {}
 
 
+# === Certificates for TLS tests (made with the openssl command, so no dependency is added) ===
+
+
+def _openssl(*arguments, cwd):
+    import subprocess
+
+    subprocess.run(["openssl", *arguments], cwd=cwd, check=True, capture_output=True, timeout=60)
+
+
+def make_certificate_authority(directory: os.PathLike, name: str) -> dict:
+    """A self-signed CA (EC P-256, valid one day): {"cert": path, "key": path}."""
+    directory = pathlib.Path(directory)
+    cert, key = directory / f"{name}.pem", directory / f"{name}.key"
+    _openssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+             "-keyout", key, "-out", cert, "-days", "1", "-subj", f"/CN={name}",
+             "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign",
+             cwd=directory)
+    return {"cert": cert, "key": key}
+
+
+def make_signed_certificate(directory: os.PathLike, name: str, authority: dict, usage: str) -> dict:
+    """A certificate for 127.0.0.1 and localhost signed by `authority`; `usage` is serverAuth or clientAuth."""
+    directory = pathlib.Path(directory)
+    cert, key, request = directory / f"{name}.pem", directory / f"{name}.key", directory / f"{name}.csr"
+    extensions = directory / f"{name}.ext"
+    extensions.write_text(f"subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage={usage}\n"
+                          "basicConstraints=CA:FALSE\n")
+    _openssl("req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+             "-keyout", key, "-out", request, "-subj", f"/CN={name}", cwd=directory)
+    _openssl("x509", "-req", "-in", request, "-CA", authority["cert"], "-CAkey", authority["key"],
+             "-CAcreateserial", "-out", cert, "-days", "1", "-extfile", extensions, cwd=directory)
+    return {"cert": cert, "key": key}
+
+
+def write_ssl_config(path: os.PathLike, server: dict, custom_ca: os.PathLike | None = None,
+                     client_verify: bool = False) -> pathlib.Path:
+    """Writes a tensorflow.serving.SSLConfig text proto holding the PEM text, as TF Serving reads it."""
+    import json
+
+    fields = {"server_key": pathlib.Path(server["key"]).read_text(),
+              "server_cert": pathlib.Path(server["cert"]).read_text()}
+    if custom_ca is not None:
+        fields["custom_ca"] = pathlib.Path(custom_ca).read_text()
+    lines = [f"{name}: {json.dumps(value)}" for name, value in fields.items()]  # JSON escapes are text-proto escapes
+    lines.append(f"client_verify: {'true' if client_verify else 'false'}")
+    path = pathlib.Path(path)
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
 # === A real server process (the library's launcher, run from the repository root) ===
 
 from serving.server.launch import ServerProcess, free_port, stop_server, wait_for_health  # noqa: E402
@@ -414,5 +464,5 @@ def running_server(**options) -> Iterator[ServerProcess]:
 
 
 __all__ = ["ServerProcess", "build_toy_models", "copy_version_atomically", "free_port",
-           "run_saved_model", "running_server", "save_toy_model", "session_toy_models",
-           "stop_server", "wait_for_health"]
+           "make_certificate_authority", "make_signed_certificate", "run_saved_model", "running_server",
+           "save_toy_model", "session_toy_models", "stop_server", "wait_for_health", "write_ssl_config"]

@@ -233,7 +233,8 @@ def test_reload_with_a_specific_version_policy(workspace, prediction, model_serv
 
 
 @pytest.mark.parametrize("config, message", [
-    (_config(lm=(pathlib.Path("/nonexistent/lm"), None)), "base path /nonexistent/lm does not exist"),
+    # Relative to the server's working directory, so under its allowed --model_base_dir.
+    (_config(lm=(pathlib.Path("saved_models/nonexistent"), None)), "base path saved_models/nonexistent does not exist"),
     (model_server_config_pb2.ModelServerConfig(custom_model_config={}), "Only ModelConfigList is currently supported"),
 ])
 def test_an_invalid_reload_changes_nothing(prediction, model_service, config, message):

@@ -6,6 +6,7 @@
         client.classify_sentences("sst2_bilstm", ["a good movie"])[0].label
 
     serving_client.py   ServingClient and its result types, through the official TF Serving stubs
+    connection.py       TLS files, bearer token and the connection flags every client command takes
     cli.py              rnn-zoo-client
 
 The library's names are imported on first use: it imports gRPC and the TF

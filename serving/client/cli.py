@@ -21,6 +21,7 @@ import sys
 from typing import TYPE_CHECKING
 
 from serving.client import DEFAULT_TARGET, DEFAULT_TIMEOUT_SECONDS
+from serving.client.connection import add_connection_arguments, security_from_arguments
 from training.quiet import quiet_tensorflow_logs
 
 if TYPE_CHECKING:
@@ -103,6 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
                                                  "over gRPC with the official TF Serving stubs.")
     parser.add_argument("--server", default=DEFAULT_TARGET, help="host:port of the gRPC server.")
     parser.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT_SECONDS, help="Deadline per call, seconds.")
+    add_connection_arguments(parser)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def add_command(name: str, help_text: str) -> argparse.ArgumentParser:
@@ -144,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
     from serving.client.serving_client import ServingClient, ServingClientError  # imports gRPC and TensorFlow
 
     try:
-        with ServingClient(arguments.server, arguments.timeout) as client:
+        with ServingClient(arguments.server, arguments.timeout, security=security_from_arguments(arguments)) as client:
             run_command(client, arguments)
     except ServingClientError as error:
         print(f"error: {error}", file=sys.stderr)

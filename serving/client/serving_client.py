@@ -26,6 +26,7 @@ from tensorflow_serving.apis import (classification_pb2, get_model_metadata_pb2,
                                      prediction_service_pb2_grpc)
 
 from serving.client import DEFAULT_TARGET, DEFAULT_TIMEOUT_SECONDS
+from serving.client.connection import ConnectionSecurity, open_channel
 from serving.protocol import tensors
 from serving.protocol.errors import ServingError
 
@@ -110,13 +111,16 @@ class ServingClient:
         target: `host:port` of the gRPC server.
         timeout_seconds: Deadline of every call.
         max_message_bytes: Largest message sent or received.
+        security: TLS files and bearer token (`serving.client.connection`);
+            None connects in plain text without a token.
     """
 
     def __init__(self, target: str = DEFAULT_TARGET, timeout_seconds: float = DEFAULT_TIMEOUT_SECONDS,
-                 max_message_bytes: int = 256 * 1024 * 1024):
+                 max_message_bytes: int = 256 * 1024 * 1024, security: ConnectionSecurity | None = None):
         self.target = target
         self.timeout_seconds = timeout_seconds
-        self._channel = grpc.insecure_channel(target, options=[
+        self._metadata = security.metadata() if security is not None else ()
+        self._channel = open_channel(target, security, options=[
             ("grpc.max_receive_message_length", max_message_bytes),
             ("grpc.max_send_message_length", max_message_bytes)])
         self._prediction = prediction_service_pb2_grpc.PredictionServiceStub(self._channel)
@@ -134,7 +138,7 @@ class ServingClient:
 
     def _call(self, method, request):
         try:
-            return method(request, timeout=self.timeout_seconds)
+            return method(request, timeout=self.timeout_seconds, metadata=self._metadata)
         except grpc.RpcError as error:
             raise ServingClientError(error.code(), error.details() or "") from None
 

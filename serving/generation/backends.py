@@ -19,6 +19,8 @@ from typing import Callable, Protocol, Sequence
 
 import numpy as np
 
+from serving.client.connection import add_connection_arguments, security_from_arguments
+
 # The contract's reserved ids: right-padding and the unknown token.
 PAD_ID = 0
 OOV_ID = 1
@@ -158,17 +160,19 @@ class GrpcBackend:
         model_name: the served model.
         version: a version number (default: the latest).
         timeout_seconds: deadline of each call.
+        security: TLS files and bearer token (`serving.client.connection.ConnectionSecurity`), or None.
 
     Raises:
         BackendError: the model cannot be read from the server, or is not a
             language model.
     """
 
-    def __init__(self, target: str, model_name: str, version: int | None = None, timeout_seconds: float = 30.0):
+    def __init__(self, target: str, model_name: str, version: int | None = None, timeout_seconds: float = 30.0,
+                 security=None):
         from serving.client import ServingClient
 
         self.target, self.model_name, self.version = target, model_name, version
-        self.client = ServingClient(target, timeout_seconds=timeout_seconds)
+        self.client = ServingClient(target, timeout_seconds=timeout_seconds, security=security)
         try:
             signatures = self.client.get_model_metadata(model_name, version)
         except Exception as error:  # ServingClientError: not served, server down, deadline
@@ -282,6 +286,7 @@ def add_backend_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", help="served model name (with --server)")
     parser.add_argument("--version", type=int, help="served version (default: the latest)")
     parser.add_argument("--timeout", type=float, default=30.0, help="deadline per gRPC call, seconds (default: 30)")
+    add_connection_arguments(parser)
 
 
 def backend_from_arguments(args: argparse.Namespace):
@@ -290,4 +295,5 @@ def backend_from_arguments(args: argparse.Namespace):
         return SavedModelBackend(args.saved_model)
     if not args.model:
         raise ValueError("--model is required with --server")
-    return GrpcBackend(args.server, args.model, args.version, timeout_seconds=args.timeout)
+    return GrpcBackend(args.server, args.model, args.version, timeout_seconds=args.timeout,
+                       security=security_from_arguments(args))

@@ -5,6 +5,8 @@
     prediction_service.py   PredictionService: Predict, Classify, GetModelMetadata
     model_service.py        ModelService: GetModelStatus, HandleReloadConfigRequest
     rest.py                 TF Serving's REST API over the same services
+    access.py               bearer tokens, request limits and the gRPC interceptor that applies them
+    tls.py                  TLS and mutual TLS from TF Serving's SSLConfig (--ssl_config_file)
     model_config.py         ModelServerConfig from flags, files or a directory; version policies
     model_manager.py        which versions are loaded: polling, loading, unloading, labels
     servable.py             one loaded version and its signatures

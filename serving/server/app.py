@@ -20,13 +20,15 @@ from tensorflow_serving.apis import model_service_pb2, model_service_pb2_grpc, p
     prediction_service_pb2_grpc
 
 from serving.protocol.errors import ServingError
+from serving.server.access import AccessInterceptor, RequestLimiter, TokenChecker, grpc_core_message_limit
 from serving.server.batching import BatchingParameters, BatchScheduler, read_batching_parameters_file
 from serving.server.metrics import ServingMetrics
-from serving.server.model_config import config_for_single_model
+from serving.server.model_config import config_for_single_model, read_model_config_file
 from serving.server.model_manager import ModelManager
 from serving.server.model_service import ModelServicer
 from serving.server.prediction_service import InferenceService, PredictionServicer
 from serving.server.rest import RestApi, RestServer
+from serving.server.tls import grpc_server_credentials, read_ssl_config_file, rest_ssl_context
 
 logger = logging.getLogger("serving.server")
 
@@ -34,6 +36,18 @@ _SERVICE_NAMES = (
     prediction_service_pb2.DESCRIPTOR.services_by_name["PredictionService"].full_name,
     model_service_pb2.DESCRIPTOR.services_by_name["ModelService"].full_name,
 )
+
+
+def allowed_model_base_paths(arguments: argparse.Namespace) -> list[pathlib.Path]:
+    """The directories HandleReloadConfigRequest may load from: the flag, or what the server started with."""
+    if arguments.allowed_model_base_paths:
+        return [pathlib.Path(path).absolute() for path in arguments.allowed_model_base_paths.split(",") if path]
+    if arguments.model_base_path:
+        return [pathlib.Path(arguments.model_base_path).absolute()]
+    if arguments.model_config_file:
+        config = read_model_config_file(arguments.model_config_file)
+        return [pathlib.Path(entry.base_path).expanduser().absolute() for entry in config.model_config_list.config]
+    return [pathlib.Path(arguments.model_base_dir).absolute()]
 
 
 def make_model_manager(arguments: argparse.Namespace, metrics: ServingMetrics, on_availability_change) -> ModelManager:
@@ -107,6 +121,11 @@ def serve(arguments: argparse.Namespace, stop_event: threading.Event) -> int:
     health_servicer = health.HealthServicer()
     health_reporter = _HealthReporter(health_servicer)
     try:
+        tokens = (TokenChecker.from_file(arguments.auth_token_file, arguments.health_checks_without_token)
+                  if arguments.auth_token_file else None)
+        ssl_config = read_ssl_config_file(arguments.ssl_config_file) if arguments.ssl_config_file else None
+        rest_ssl = rest_ssl_context(ssl_config) if ssl_config is not None and arguments.rest_api_port else None
+        allowed_base_paths = allowed_model_base_paths(arguments)
         manager = make_model_manager(arguments, metrics, health_reporter.models_changed)
         batcher = None
         if arguments.enable_batching:
@@ -118,17 +137,27 @@ def serve(arguments: argparse.Namespace, stop_event: threading.Event) -> int:
         logger.error("Cannot start: %s", error)
         return 1
 
-    inference = InferenceService(manager, batcher)
-    message_options = [("grpc.max_receive_message_length", arguments.max_message_bytes),
-                       ("grpc.max_send_message_length", arguments.max_message_bytes),
+    inference = InferenceService(manager, batcher, max_batch_size=arguments.max_batch_size)
+    limiter = RequestLimiter(arguments.max_concurrent_requests)
+    core_message_limit = grpc_core_message_limit(arguments.max_message_bytes)
+    message_options = [("grpc.max_receive_message_length", core_message_limit),
+                       ("grpc.max_send_message_length", core_message_limit),
                        # gRPC sets SO_REUSEPORT by default, which lets a second server
                        # bind a port in use and take half of its requests.
                        ("grpc.so_reuseport", 0)]
-    grpc_server = grpc.server(concurrent.futures.ThreadPoolExecutor(
-        max_workers=arguments.grpc_max_threads, thread_name_prefix="grpc"), options=message_options)
+    # More threads than request slots (--grpc_max_threads > --max_concurrent_requests),
+    # so a request past the limit finds a thread and is refused at once, and health
+    # checks are answered under load. gRPC's own cap bounds the calls waiting for a
+    # thread in a flood (its refusal does not name a flag; ours come first).
+    grpc_server = grpc.server(
+        concurrent.futures.ThreadPoolExecutor(max_workers=arguments.grpc_max_threads, thread_name_prefix="grpc"),
+        interceptors=[AccessInterceptor(limiter, tokens, arguments.max_message_bytes)],
+        options=message_options, maximum_concurrent_rpcs=4 * arguments.grpc_max_threads)
     prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
         PredictionServicer(inference, metrics), grpc_server)
-    model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelServicer(manager, metrics), grpc_server)
+    model_service_pb2_grpc.add_ModelServiceServicer_to_server(
+        ModelServicer(manager, metrics, allowed_base_paths, reload_enabled=not arguments.disable_reload_config),
+        grpc_server)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, grpc_server)
     reflection.enable_server_reflection(
         _SERVICE_NAMES + (health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
@@ -137,16 +166,19 @@ def serve(arguments: argparse.Namespace, stop_event: threading.Event) -> int:
     rest_server = None
     try:
         with _binding("gRPC", arguments.host, arguments.port, "--port"):
-            grpc_port = grpc_server.add_insecure_port(f"{arguments.host}:{arguments.port}")
+            address = f"{arguments.host}:{arguments.port}"
+            grpc_port = (grpc_server.add_secure_port(address, grpc_server_credentials(ssl_config))
+                         if ssl_config is not None else grpc_server.add_insecure_port(address))
             if not grpc_port:
-                raise RuntimeError("add_insecure_port returned 0")
+                raise RuntimeError("add_port returned 0")
         if arguments.monitoring_port:
             with _binding("metrics", arguments.host, arguments.monitoring_port, "--monitoring_port"):
                 metrics.start_http_server(arguments.monitoring_port, arguments.host)
         if arguments.rest_api_port:
-            rest_api = RestApi(inference, manager, metrics, arguments.rest_api_timeout_in_ms / 1000)
+            rest_api = RestApi(inference, manager, metrics, arguments.rest_api_timeout_in_ms / 1000, tokens)
             with _binding("REST", arguments.host, arguments.rest_api_port, "--rest_api_port"):
-                rest_server = RestServer(rest_api, arguments.host, arguments.rest_api_port)
+                rest_server = RestServer(rest_api, arguments.host, arguments.rest_api_port, limiter,
+                                         arguments.max_message_bytes, rest_ssl)
     except PortError as error:
         logger.error("Cannot start: %s", error)
         metrics.stop_http_server()
@@ -158,7 +190,9 @@ def serve(arguments: argparse.Namespace, stop_event: threading.Event) -> int:
     # "connection refused") while a slow model loads; requests meanwhile get
     # NOT_FOUND, as from TF Serving for a model still loading.
     grpc_server.start()
-    logger.info("gRPC API (PredictionService, ModelService, health, reflection) at %s:%d", arguments.host, grpc_port)
+    logger.info("gRPC API (PredictionService, ModelService, health, reflection) at %s:%d%s", arguments.host,
+                grpc_port, "" if ssl_config is None else
+                " with TLS" + (", client certificates required" if ssl_config.client_verify else ""))
     if rest_server is not None:
         rest_server.start()
     exit_code = 0

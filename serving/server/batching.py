@@ -171,12 +171,16 @@ class SignatureBatchingPlan:
 # === Merging and splitting ===
 
 
+CLIENT_GONE_MESSAGE = "The client cancelled the request or went away before its batch ran; nothing was run"
+
+
 @dataclasses.dataclass(eq=False)
 class _Task:
     inputs: dict
     rows: int
     length: int | None  # axis-1 length of the padded inputs, None when there are none
     enqueued: float = 0.0
+    client: object = None  # the gRPC context: is_active(), add_callback(); None when unknown (REST)
     done: threading.Event = dataclasses.field(default_factory=threading.Event)
     outputs: dict | None = None
     error: ServingError | None = None
@@ -328,7 +332,7 @@ class BatchScheduler:
 
     def run(self, queue_key: tuple, inputs: dict, plan: SignatureBatchingPlan,
             run_function: Callable[[dict], dict], timeout_seconds: float | None = None,
-            metric_labels: tuple = ("", "")) -> dict:
+            metric_labels: tuple = ("", ""), client=None) -> dict:
         """Runs a request, merged with others when it can be.
 
         Args:
@@ -338,16 +342,19 @@ class BatchScheduler:
             run_function: Runs the signature on (merged) inputs.
             timeout_seconds: The caller's deadline, None for none.
             metric_labels: (model, signature) for the batch-size histogram.
+            client: The gRPC context, or None. A request whose client cancels
+                or goes away leaves the queue at once (its callback), and is
+                dropped from a batch that is about to run (`is_active()`).
 
         Raises:
             ServingError: UNAVAILABLE when the queue is full or the server is
-                stopping, DEADLINE_EXCEEDED, or the model's own error.
+                stopping, DEADLINE_EXCEEDED, CANCELLED, or the model's own error.
         """
         layout = _layout(inputs, plan) if plan.batchable else None
         if layout is None or layout[0] == 0 or layout[0] > self.parameters.max_batch_size:
             return run_function(inputs)  # cannot merge: run alone, exactly as unbatched
         rows, length, input_key = layout
-        task = _Task(inputs, rows, length, enqueued=time.monotonic())
+        task = _Task(inputs, rows, length, enqueued=time.monotonic(), client=client)
         key = (queue_key, input_key)
         with self._condition:
             if self._closed:
@@ -361,18 +368,28 @@ class BatchScheduler:
             queue.pending_rows += rows
             self._queued_changed()
             self._condition.notify()
+        if client is not None:  # runs when the RPC ends, however: a cancelled client's task leaves now
+            client.add_callback(lambda: self._withdraw(queue, task, ServingError(
+                grpc.StatusCode.CANCELLED, CLIENT_GONE_MESSAGE)))
         if not task.done.wait(timeout_seconds):
-            with self._condition:
-                if task in queue.tasks:  # not started: withdraw it
-                    queue.tasks.remove(task)
-                    queue.pending_rows -= rows
-                    self._queued_changed()
+            self._withdraw(queue, task)
             if not task.done.is_set():
                 raise ServingError(grpc.StatusCode.DEADLINE_EXCEEDED,
                                    "Deadline exceeded while waiting in the batch queue")
         if task.error is not None:
             raise task.error
         return task.outputs
+
+    def _withdraw(self, queue: _Queue, task: _Task, error: ServingError | None = None) -> None:
+        """Takes a task out of its queue if it has not started; finishes it with `error` if given."""
+        with self._condition:
+            if task not in queue.tasks:
+                return  # running or done
+            queue.tasks.remove(task)
+            queue.pending_rows -= task.rows
+            self._queued_changed()
+        if error is not None:
+            task.finish(error=error)
 
     def queued_requests(self) -> int:
         """Requests waiting in the queues, not yet running."""
@@ -448,6 +465,12 @@ class BatchScheduler:
             self._execute(*batch)
 
     def _execute(self, queue: _Queue, tasks: list) -> None:
+        gone = [task for task in tasks if task.client is not None and not task.client.is_active()]
+        for task in gone:
+            task.finish(error=ServingError(grpc.StatusCode.CANCELLED, CLIENT_GONE_MESSAGE))
+        tasks = [task for task in tasks if task not in gone]
+        if not tasks:
+            return
         if self._metrics is not None:
             self._metrics.observe_batch(*queue.metric_labels, sum(task.rows for task in tasks), len(tasks))
         if len(tasks) > 1:

@@ -12,7 +12,6 @@ imported, so `--help` and flag errors answer at once.
 
 import argparse
 import logging
-import os
 import signal
 import sys
 import threading
@@ -21,6 +20,10 @@ from training.quiet import quiet_tensorflow_logs
 
 PROG = "rnn-zoo-serve"
 DEFAULT_MODEL_BASE_DIR = "saved_models"
+DEFAULT_MAX_BATCH_SIZE = 1024
+DEFAULT_MAX_CONCURRENT_REQUESTS = 64
+DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+_SPARE_GRPC_THREADS = 8
 
 logger = logging.getLogger("serving.server")
 
@@ -41,10 +44,22 @@ def build_parser() -> argparse.ArgumentParser:
     network.add_argument("--rest_api_timeout_in_ms", type=int, default=30000, help="Deadline of a REST request.")
     network.add_argument("--monitoring_port", type=int, default=0,
                          help="Port serving Prometheus metrics at /metrics; 0 disables it.")
-    network.add_argument("--grpc_max_threads", type=int, default=max(16, 4 * (os.cpu_count() or 1)),
-                         help="Threads answering gRPC requests (requests waiting for a batch hold one).")
-    network.add_argument("--max_message_bytes", type=int, default=256 * 1024 * 1024,
-                         help="Largest gRPC request or response.")
+    network.add_argument("--grpc_max_threads", type=int,
+                         help="Threads answering gRPC requests (requests waiting for a batch hold one); must be "
+                              "more than --max_concurrent_requests, so that health checks and refusals always "
+                              "find a thread. Default: --max_concurrent_requests + 8.")
+
+    limits = parser.add_argument_group("limits (each refusal names its flag)")
+    limits.add_argument("--max_batch_size", type=int, default=DEFAULT_MAX_BATCH_SIZE,
+                        help="Most rows one request may carry (axis 0 of its inputs, examples of a Classify, "
+                             "the batch_size of initial_state); more is INVALID_ARGUMENT (HTTP 400). Not the "
+                             "batching file's max_batch_size, which caps merged batches.")
+    limits.add_argument("--max_concurrent_requests", type=int, default=DEFAULT_MAX_CONCURRENT_REQUESTS,
+                        help="Requests running or waiting for a batch at once, gRPC and REST together; past it "
+                             "RESOURCE_EXHAUSTED (HTTP 429) at once. Health checks and reflection do not count.")
+    limits.add_argument("--max_message_bytes", type=int, default=DEFAULT_MAX_MESSAGE_BYTES,
+                        help="Largest request or response, gRPC message or REST body; past it "
+                             "RESOURCE_EXHAUSTED (HTTP 413 for a REST body).")
 
     models = parser.add_argument_group("models")
     models.add_argument("--model_name", default="default", help="Name of the model given by --model_base_path.")
@@ -58,6 +73,26 @@ def build_parser() -> argparse.ArgumentParser:
                              "here (relative to the working directory).")
     models.add_argument("--file_system_poll_wait_seconds", type=float, default=1.0,
                         help="Look for new and removed versions this often; 0 looks once at start.")
+
+    models.add_argument("--allowed_model_base_paths",
+                        help="Comma-separated directories HandleReloadConfigRequest may load models from (each "
+                             "with everything under it); other paths are PERMISSION_DENIED. Default: "
+                             "--model_base_dir, or the base paths of the models configured at start.")
+    models.add_argument("--disable_reload_config", action="store_true",
+                        help="Answer every HandleReloadConfigRequest with PERMISSION_DENIED.")
+
+    security = parser.add_argument_group("security")
+    security.add_argument("--ssl_config_file",
+                          help="TLS for gRPC and REST: a tensorflow.serving.SSLConfig text proto, as TF "
+                               "Serving's (server_key, server_cert, custom_ca: PEM text; client_verify: true "
+                               "asks every client for a certificate signed by custom_ca).")
+    security.add_argument("--auth_token_file",
+                          help="Require 'authorization: Bearer <token>' (gRPC metadata, HTTP header) with one of "
+                               "the tokens in this file, one per line; none is UNAUTHENTICATED (401), another "
+                               "PERMISSION_DENIED (403).")
+    security.add_argument("--health_checks_without_token", action="store_true",
+                          help="With --auth_token_file: let gRPC health checks and REST model status "
+                               "(GET /v1/models/<model>) through without a token.")
 
     batching = parser.add_argument_group("batching")
     batching.add_argument("--enable_batching", action="store_true",
@@ -80,10 +115,20 @@ def check_arguments(parser: argparse.ArgumentParser, arguments: argparse.Namespa
     for flag in ("port", "rest_api_port", "monitoring_port"):
         if not 0 <= getattr(arguments, flag) <= 65535:
             parser.error(f"--{flag} must be a port number (0-65535)")
+    if arguments.health_checks_without_token and not arguments.auth_token_file:
+        parser.error("--health_checks_without_token needs --auth_token_file")
     if arguments.batching_parameters_file and not arguments.enable_batching:
         parser.error("--batching_parameters_file needs --enable_batching")
-    if arguments.grpc_max_threads < 1:
-        parser.error("--grpc_max_threads must be at least 1")
+    for flag in ("max_batch_size", "max_concurrent_requests", "max_message_bytes"):
+        if getattr(arguments, flag) < 1:
+            parser.error(f"--{flag} must be at least 1")
+    if arguments.max_message_bytes >= 2**31:
+        parser.error("--max_message_bytes must be below 2 GiB (gRPC's limit)")
+    if arguments.grpc_max_threads is None:
+        arguments.grpc_max_threads = arguments.max_concurrent_requests + _SPARE_GRPC_THREADS
+    elif arguments.grpc_max_threads <= arguments.max_concurrent_requests:
+        parser.error(f"--grpc_max_threads ({arguments.grpc_max_threads}) must be more than "
+                     f"--max_concurrent_requests ({arguments.max_concurrent_requests})")
 
 
 def main(argv: list[str] | None = None) -> int:

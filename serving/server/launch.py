@@ -25,6 +25,8 @@ import tempfile
 import time
 from collections.abc import Iterator, Sequence
 
+from serving.client.connection import ConnectionSecurity, open_channel
+
 logger = logging.getLogger(__name__)
 
 _SERVER_MODULE = "serving.server.cli"
@@ -54,6 +56,7 @@ class ServerProcess:
     rest_port: int | None
     monitoring_port: int | None
     log_path: pathlib.Path
+    security: ConnectionSecurity | None = None
 
     @property
     def grpc_target(self) -> str:
@@ -61,25 +64,30 @@ class ServerProcess:
 
     @property
     def rest_url(self) -> str:
-        return f"http://127.0.0.1:{self.rest_port}"
+        scheme = "https" if self.security is not None and self.security.uses_tls else "http"
+        return f"{scheme}://127.0.0.1:{self.rest_port}"
 
     @property
     def monitoring_url(self) -> str:
         return f"http://127.0.0.1:{self.monitoring_port}/metrics"
 
     def channel(self):
-        """Opens a new insecure channel to the server (the caller closes it)."""
-        import grpc
+        """Opens a new channel to the server, with TLS when it serves TLS (the caller closes it).
 
-        return grpc.insecure_channel(self.grpc_target)
+        The bearer token is not part of a channel: pass `security.metadata()`
+        with each call.
+        """
+        return open_channel(self.grpc_target, self.security)
 
     def log_text(self) -> str:
         return self.log_path.read_text(errors="replace")
 
 
 def wait_for_health(target: str, service: str = "", timeout_seconds: float = 60.0,
-                    process: subprocess.Popen | None = None) -> None:
+                    process: subprocess.Popen | None = None, security: ConnectionSecurity | None = None) -> None:
     """Blocks until the gRPC health service reports SERVING for `service`.
+
+    `security` gives the TLS files and token of a server that needs them.
 
     Raises:
         TimeoutError: The server did not become healthy in time.
@@ -93,13 +101,15 @@ def wait_for_health(target: str, service: str = "", timeout_seconds: float = 60.
     # reconnect backoff would grow to seconds; poll at a steady short interval.
     options = [("grpc.initial_reconnect_backoff_ms", 100), ("grpc.min_reconnect_backoff_ms", 100),
                ("grpc.max_reconnect_backoff_ms", 200)]
-    with grpc.insecure_channel(target, options=options) as channel:
+    metadata = security.metadata() if security is not None else ()
+    with open_channel(target, security, options=options) as channel:
         stub = health_pb2_grpc.HealthStub(channel)
         while time.monotonic() < deadline:
             if process is not None and process.poll() is not None:
                 raise RuntimeError(f"server exited with code {process.returncode} before it was healthy")
             try:
-                response = stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=1.0)
+                response = stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=1.0,
+                                      metadata=metadata)
                 if response.status == health_pb2.HealthCheckResponse.SERVING:
                     return
             except grpc.RpcError:
@@ -132,7 +142,8 @@ def running_server(*, model_base_dir: os.PathLike | None = None,
                    extra_arguments: Sequence[str] = (),
                    log_dir: os.PathLike | None = None,
                    cwd: os.PathLike | None = None,
-                   startup_timeout_seconds: float = 90.0) -> Iterator[ServerProcess]:
+                   startup_timeout_seconds: float = 90.0,
+                   security: ConnectionSecurity | None = None) -> Iterator[ServerProcess]:
     """Starts the model server as a real subprocess on free ports, healthy on entry.
 
     At most one model source may be given (none serves `saved_models/` of
@@ -151,6 +162,9 @@ def running_server(*, model_base_dir: os.PathLike | None = None,
         log_dir: Where the server log goes (a temporary directory if None).
         cwd: Working directory of the server (default: the current one).
         startup_timeout_seconds: How long to wait for health SERVING.
+        security: How clients reach a server started with `--ssl_config_file`
+            or `--auth_token_file` (in `extra_arguments`); used for the health
+            checks and kept on the ServerProcess.
 
     Yields:
         The running `ServerProcess`.
@@ -180,9 +194,10 @@ def running_server(*, model_base_dir: os.PathLike | None = None,
     with open(log_path, "wb") as log_file:
         process = subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT,
                                    cwd=cwd or os.getcwd(), env=environment)
-    server = ServerProcess(process, grpc_port, rest_port, monitoring_port, log_path)
+    server = ServerProcess(process, grpc_port, rest_port, monitoring_port, log_path, security)
     try:
-        wait_for_health(server.grpc_target, timeout_seconds=startup_timeout_seconds, process=process)
+        wait_for_health(server.grpc_target, timeout_seconds=startup_timeout_seconds, process=process,
+                        security=security)
         yield server
     except BaseException:
         stop_server(server)

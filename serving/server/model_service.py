@@ -1,10 +1,14 @@
 """tensorflow.serving.ModelService: GetModelStatus and HandleReloadConfigRequest."""
 
 import logging
+import os
+import pathlib
+from collections.abc import Sequence
 
+import grpc
 from tensorflow_serving.apis import get_model_status_pb2, model_management_pb2, model_service_pb2_grpc
 
-from serving.protocol.errors import invalid_argument
+from serving.protocol.errors import ServingError, invalid_argument
 from serving.server.metrics import ServingMetrics
 from serving.server.model_config import validate_config
 from serving.server.model_manager import ModelManager
@@ -36,17 +40,47 @@ def model_status_response(manager: ModelManager, request: get_model_status_pb2.G
     return response
 
 
+def check_base_paths_allowed(config, allowed_base_paths: Sequence[os.PathLike]) -> None:
+    """Refuses a config naming a model outside the directories the operator allowed.
+
+    A SavedModel is a program: a reload that could name any path would let a
+    caller run any graph on the server's disk. Paths are compared after
+    resolving symbolic links and `..`, so neither leads out of an allowed
+    directory.
+
+    Raises:
+        ServingError: PERMISSION_DENIED naming the model, the allowed
+            directories and `--allowed_model_base_paths`.
+    """
+    allowed = [pathlib.Path(os.path.realpath(path)) for path in allowed_base_paths]
+    for entry in config.model_config_list.config:
+        resolved = pathlib.Path(os.path.realpath(pathlib.Path(entry.base_path).expanduser().absolute()))
+        if not any(resolved == root or resolved.is_relative_to(root) for root in allowed):
+            raise ServingError(
+                grpc.StatusCode.PERMISSION_DENIED,
+                f"Model {entry.name}: base path {entry.base_path} is not under a directory this server may load "
+                f"models from ({', '.join(map(str, allowed)) or 'none'}); the operator allows more with "
+                "--allowed_model_base_paths")
+
+
 class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
     """gRPC `tensorflow.serving.ModelService`.
 
     Args:
         manager: The ModelManager to report on and reconfigure.
         metrics: Optional ServingMetrics.
+        allowed_base_paths: Directories a reload may load models from (with
+            everything under them); None allows any path.
+        reload_enabled: False answers every HandleReloadConfigRequest with
+            PERMISSION_DENIED (`--disable_reload_config`).
     """
 
-    def __init__(self, manager: ModelManager, metrics: ServingMetrics | None = None):
+    def __init__(self, manager: ModelManager, metrics: ServingMetrics | None = None,
+                 allowed_base_paths: Sequence[os.PathLike] | None = None, reload_enabled: bool = True):
         self._manager = manager
         self._metrics = metrics
+        self._allowed_base_paths = allowed_base_paths
+        self._reload_enabled = reload_enabled
 
     def GetModelStatus(self, request, context):
         return handle_rpc("GetModelStatus", request.model_spec.name, context,
@@ -55,6 +89,16 @@ class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
 
     def HandleReloadConfigRequest(self, request, context):
         def reload():
+            try:
+                if not self._reload_enabled:
+                    raise ServingError(grpc.StatusCode.PERMISSION_DENIED,
+                                       "HandleReloadConfigRequest is switched off on this server "
+                                       "(--disable_reload_config); its models come from its command line")
+                if self._allowed_base_paths is not None:
+                    check_base_paths_allowed(request.config, self._allowed_base_paths)
+            except ServingError as error:  # worth the operator's attention: someone tried
+                logger.warning("Refused HandleReloadConfigRequest from %s: %s", context.peer(), error.message)
+                raise
             validate_config(request.config)
             names = [entry.name for entry in request.config.model_config_list.config]
             logger.info("Reloading the model config: %s", ", ".join(names) or "no models")

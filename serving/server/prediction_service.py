@@ -16,12 +16,14 @@ from tensorflow_serving.apis import (classification_pb2, get_model_metadata_pb2,
 
 from serving.protocol import errors, tensors
 from serving.protocol.errors import ServingError, invalid_argument
-from serving.server.batching import BatchScheduler
+from serving.server.batching import CLIENT_GONE_MESSAGE, BatchScheduler
 from serving.server.metrics import ServingMetrics
 from serving.server.model_manager import ModelManager
 from serving.server.servable import DEFAULT_SIGNATURE_NAME, Servable
 
 CLASSIFY_METHOD_NAME = "tensorflow/serving/classify"
+DEFAULT_MAX_BATCH_SIZE = 1024
+BATCH_SIZE_INPUT = "batch_size"  # initial_state's scalar input (docs/serving_contract.md)
 SIGNATURE_DEF_FIELD = "signature_def"
 # gRPC carries the status message in a header; clients refuse huge headers.
 _MAX_DETAILS_CHARS = 4000
@@ -33,17 +35,22 @@ class InferenceService:
     Args:
         manager: Where requests find their servable.
         batcher: A BatchScheduler, or None to run every request alone.
+        max_batch_size: Most rows one request may carry (`--max_batch_size`).
     """
 
-    def __init__(self, manager: ModelManager, batcher: BatchScheduler | None = None):
+    def __init__(self, manager: ModelManager, batcher: BatchScheduler | None = None,
+                 max_batch_size: int = DEFAULT_MAX_BATCH_SIZE):
         self.manager = manager
         self.batcher = batcher
+        self.max_batch_size = max_batch_size
 
     # --- Predict ---
 
-    def predict(self, request: predict_pb2.PredictRequest,
-                timeout_seconds: float | None = None) -> predict_pb2.PredictResponse:
+    def predict(self, request: predict_pb2.PredictRequest, timeout_seconds: float | None = None,
+                client=None) -> predict_pb2.PredictResponse:
         """Runs any signature on the request's named input tensors.
+
+        `client` is the gRPC context (see `_run`), or None.
 
         Raises:
             ServingError: with TF Serving's code and message for each failure.
@@ -56,7 +63,8 @@ class InferenceService:
 
         check_input_names(signature, request.inputs)
         inputs = {alias: tensors.tensor_proto_to_numpy(proto, alias) for alias, proto in request.inputs.items()}
-        outputs = self.predict_arrays(servable, signature_name, inputs, list(request.output_filter), timeout_seconds)
+        outputs = self.predict_arrays(servable, signature_name, inputs, list(request.output_filter), timeout_seconds,
+                                      client)
         response = predict_pb2.PredictResponse()
         _fill_model_spec(response.model_spec, servable, signature_name)
         for alias, array in outputs.items():
@@ -64,7 +72,7 @@ class InferenceService:
         return response
 
     def predict_arrays(self, servable: Servable, signature_name: str, inputs: dict,
-                       output_filter: list[str], timeout_seconds: float | None = None) -> dict:
+                       output_filter: list[str], timeout_seconds: float | None = None, client=None) -> dict:
         """Checks numpy inputs against the signature, runs it, and filters the outputs.
 
         The part of Predict shared by gRPC and REST.
@@ -80,6 +88,7 @@ class InferenceService:
         check_input_names(signature, inputs)
         for alias, array in inputs.items():
             tensors.check_input(alias, array, signature.inputs[alias])
+        self.check_batch_size(inputs)
         output_aliases = []
         for alias in output_filter:
             if alias not in signature.outputs:
@@ -89,13 +98,34 @@ class InferenceService:
             if alias in output_aliases:
                 raise invalid_argument(f"duplicate output tensor alias: {alias}")
             output_aliases.append(alias)
-        outputs = self._run(servable, signature_name, inputs, timeout_seconds)
+        outputs = self._run(servable, signature_name, inputs, timeout_seconds, client)
         return {alias: outputs[alias] for alias in (output_aliases or sorted(signature.outputs))}
+
+    def check_batch_size(self, inputs: dict) -> None:
+        """Refuses a request of more rows than `--max_batch_size`, before any work is done.
+
+        Rows are axis 0 of each input; the contract's scalar `batch_size`
+        input (`initial_state`) asks for that many rows, so it counts too.
+
+        Raises:
+            ServingError: INVALID_ARGUMENT naming the input and the flag.
+        """
+        for alias, array in inputs.items():
+            if array.ndim:
+                rows = array.shape[0]
+            elif alias == BATCH_SIZE_INPUT and array.dtype.kind in "iu":
+                rows = int(array)
+            else:
+                continue
+            if rows > self.max_batch_size:
+                raise invalid_argument(
+                    f"Input {alias} asks for {rows} rows; this server takes at most {self.max_batch_size} rows "
+                    "per request (--max_batch_size). Split the request.")
 
     # --- Classify ---
 
-    def classify(self, request: classification_pb2.ClassificationRequest,
-                 timeout_seconds: float | None = None) -> classification_pb2.ClassificationResponse:
+    def classify(self, request: classification_pb2.ClassificationRequest, timeout_seconds: float | None = None,
+                 client=None) -> classification_pb2.ClassificationResponse:
         """Runs a `tensorflow/serving/classify` signature on serialized tf.Examples.
 
         Raises:
@@ -123,7 +153,11 @@ class InferenceService:
                 "Expected classification signature outputs to contain at least one of \"classes\" or \"scores\".")
 
         examples = serialized_examples(request.input)
-        outputs = self._run(servable, signature_name, {"inputs": examples}, timeout_seconds)
+        if len(examples) > self.max_batch_size:
+            raise invalid_argument(
+                f"The request holds {len(examples)} examples; this server takes at most {self.max_batch_size} "
+                "per request (--max_batch_size). Split the request.")
+        outputs = self._run(servable, signature_name, {"inputs": examples}, timeout_seconds, client)
         classes, scores = outputs.get("classes"), outputs.get("scores")
         num_examples = len(examples)
         for name, output, dtype_kind in (("classes", classes, "O"), ("scores", scores, "f")):
@@ -184,13 +218,26 @@ class InferenceService:
 
     # --- shared ---
 
-    def _run(self, servable: Servable, signature_name: str, inputs: dict, timeout_seconds: float | None) -> dict:
+    def _run(self, servable: Servable, signature_name: str, inputs: dict, timeout_seconds: float | None,
+             client=None) -> dict:
+        """Runs the signature, unless the caller is already gone.
+
+        Args:
+            client: The gRPC context (`is_active()`, `add_callback()`), or None:
+                a request whose deadline has passed or whose client has left
+                is not started, and leaves the batch queue when that happens.
+        """
+        if timeout_seconds is not None and timeout_seconds <= 0:
+            raise ServingError(grpc.StatusCode.DEADLINE_EXCEEDED,
+                               "The request's deadline had passed before it could start; nothing was run")
+        if client is not None and not client.is_active():
+            raise ServingError(grpc.StatusCode.CANCELLED, CLIENT_GONE_MESSAGE)
         if self.batcher is None:
             return servable.run(signature_name, inputs)
         return self.batcher.run(
             (servable.name, servable.version, signature_name), inputs, servable.batching_plan(signature_name),
             lambda batch_inputs: servable.run(signature_name, batch_inputs), timeout_seconds,
-            metric_labels=(servable.name, signature_name))
+            metric_labels=(servable.name, signature_name), client=client)
 
 
 def check_input_names(signature, received_names) -> None:
@@ -293,11 +340,11 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
 
     def Predict(self, request, context):
         return self._handle("Predict", request, context, predict_pb2.PredictResponse(),
-                            lambda: self._inference.predict(request, remaining_seconds(context)))
+                            lambda: self._inference.predict(request, remaining_seconds(context), context))
 
     def Classify(self, request, context):
         return self._handle("Classify", request, context, classification_pb2.ClassificationResponse(),
-                            lambda: self._inference.classify(request, remaining_seconds(context)))
+                            lambda: self._inference.classify(request, remaining_seconds(context), context))
 
     def GetModelMetadata(self, request, context):
         return self._handle("GetModelMetadata", request, context,

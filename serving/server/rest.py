@@ -12,11 +12,14 @@ the status (400 invalid argument, 404 not found, 503 unavailable, ...).
 sockets; `RestServer` puts it on a threaded `http.server`.
 """
 
+import contextlib
 import http
 import http.server
 import json
 import logging
 import re
+import ssl
+import sys
 import threading
 import time
 import urllib.parse
@@ -27,6 +30,7 @@ from tensorflow_serving.apis import classification_pb2, get_model_metadata_pb2, 
 
 from serving.protocol import errors, tensors
 from serving.protocol.errors import ServingError, invalid_argument
+from serving.server.access import RequestLimiter, TokenChecker, message_too_large
 from serving.server.metrics import ServingMetrics
 from serving.server.model_manager import ModelManager
 from serving.server.model_service import model_status_response
@@ -41,7 +45,6 @@ _POST_PATTERN = re.compile(r"/v1/models/(?P<name>[^/:]+)" + _VERSION_PART + r":(
 _GET_PATTERN = re.compile(r"/v1/models(?:/(?P<name>[^/:]+))?" + _VERSION_PART + r"(?:/(?P<subresource>metadata))?",
                           re.IGNORECASE)
 PROMETHEUS_PATH = "/monitoring/prometheus/metrics"
-MAX_BODY_BYTES = 64 * 1024 * 1024
 
 
 class RestApi:
@@ -55,11 +58,30 @@ class RestApi:
     """
 
     def __init__(self, inference: InferenceService, manager: ModelManager,
-                 metrics: ServingMetrics | None = None, timeout_seconds: float | None = 30.0):
+                 metrics: ServingMetrics | None = None, timeout_seconds: float | None = 30.0,
+                 tokens: TokenChecker | None = None):
         self._inference = inference
         self._manager = manager
         self._metrics = metrics
         self._timeout_seconds = timeout_seconds
+        self._tokens = tokens
+
+    def authorize(self, method: str, path: str, authorization: str | None) -> None:
+        """Checks the caller's bearer token (before its body is read).
+
+        With `--health_checks_without_token`, a model's status
+        (`GET /v1/models/<model>`, REST's health check) needs none.
+
+        Raises:
+            ServingError: UNAUTHENTICATED (401) or PERMISSION_DENIED (403).
+        """
+        if self._tokens is None:
+            return
+        if self._tokens.health_checks_without_token and method == "GET":
+            match = _GET_PATTERN.fullmatch(urllib.parse.urlsplit(path).path)
+            if match is not None and match.group("name") and not match.group("subresource"):
+                return
+        self._tokens.check(authorization)
 
     def handle(self, method: str, path: str, body: bytes) -> tuple[int, str, bytes]:
         """Answers one request.
@@ -249,21 +271,32 @@ def _columns_from_inputs(inputs, input_names: list[str]) -> dict:
 
 
 class RestServer:
-    """Serves `RestApi` over HTTP/1.1 from a thread per connection.
+    """Serves `RestApi` over HTTP/1.1 (or HTTPS) from a thread per connection.
+
+    Each request is checked in this order, before its body is read: the
+    bearer token, the framing (`Content-Length` only: a `Transfer-Encoding`
+    is refused, so a proxy in front and this server cannot disagree on where
+    a request ends), the body size, a request slot.
 
     Args:
         api: The RestApi.
         host: Address to bind.
         port: Port to bind.
-        socket_timeout_seconds: Idle limit per connection, so slow clients
-            cannot hold threads forever.
+        limiter: The RequestLimiter shared with gRPC.
+        max_body_bytes: Largest request body (`--max_message_bytes`).
+        ssl_context: Serve HTTPS with this server-side context, or None for HTTP.
+        socket_timeout_seconds: Idle limit per connection (and for the TLS
+            handshake), so slow clients cannot hold threads forever.
     """
 
-    def __init__(self, api: RestApi, host: str, port: int, socket_timeout_seconds: float = 60.0):
+    def __init__(self, api: RestApi, host: str, port: int, limiter: RequestLimiter | None = None,
+                 max_body_bytes: int = 64 * 1024 * 1024, ssl_context: ssl.SSLContext | None = None,
+                 socket_timeout_seconds: float = 60.0):
         self._in_flight = 0
         self._idle = threading.Condition()
-        handler = _make_handler(api, socket_timeout_seconds, self._track)
-        self._server = http.server.ThreadingHTTPServer((host, port), handler)
+        self._scheme = "https" if ssl_context is not None else "http"
+        handler = _make_handler(api, socket_timeout_seconds, self._track, limiter, max_body_bytes)
+        self._server = _HttpServer((host, port), handler, ssl_context)
         self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.2},
                                         name="rest-server", daemon=True)
@@ -274,7 +307,7 @@ class RestServer:
 
     def start(self) -> None:
         self._thread.start()
-        logger.info("REST API at http://%s:%d/v1/models/<model>", *self._server.server_address[:2])
+        logger.info("REST API at %s://%s:%d/v1/models/<model>", self._scheme, *self._server.server_address[:2])
 
     def stop(self, grace_seconds: float = 10.0) -> None:
         """Stops accepting connections and waits for requests in flight to be answered."""
@@ -289,36 +322,86 @@ class RestServer:
             self._idle.notify_all()
 
 
-def _make_handler(api: RestApi, socket_timeout_seconds: float, track):
+class _HttpServer(http.server.ThreadingHTTPServer):
+    """The threaded HTTP server, with TLS done in each connection's thread, and quiet about clients.
+
+    The TLS handshake runs in the connection's own thread (not in `accept`,
+    where one slow or silent client would stall every other), and a client
+    that fails it, drops its connection or times out is logged at debug
+    level: such things are the client's, and must not flood the log with
+    tracebacks.
+    """
+
+    def __init__(self, address, handler, ssl_context: ssl.SSLContext | None):
+        self._ssl_context = ssl_context
+        super().__init__(address, handler)
+
+    def finish_request(self, request, client_address):
+        if self._ssl_context is None:
+            super().finish_request(request, client_address)
+            return
+        request.settimeout(self.RequestHandlerClass.timeout)
+        with self._ssl_context.wrap_socket(request, server_side=True) as secure:  # the handshake
+            super().finish_request(secure, client_address)
+
+    def handle_error(self, request, client_address):
+        error = sys.exc_info()[1]
+        if isinstance(error, (ConnectionError, TimeoutError, ssl.SSLError, OSError)):
+            logger.debug("REST connection from %s ended: %s", client_address[0], error)
+        else:
+            logger.exception("REST connection from %s failed", client_address[0])
+
+
+def _make_handler(api: RestApi, socket_timeout_seconds: float, track, limiter: RequestLimiter | None,
+                  max_body_bytes: int):
     class Handler(http.server.BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
         timeout = socket_timeout_seconds
         server_version = "rnn-zoo-serving"
 
         def _answer(self, method: str) -> None:
-            length_header = self.headers.get("Content-Length", "0")
             try:
-                length = int(length_header)
-            except ValueError:
-                length = -1
-            if length < 0 or length > MAX_BODY_BYTES:
-                self._send(http.HTTPStatus.REQUEST_ENTITY_TOO_LARGE if length > 0 else http.HTTPStatus.BAD_REQUEST,
-                           "application/json",
-                           json.dumps({"error": f"Content-Length must be 0..{MAX_BODY_BYTES} bytes"}).encode())
-                self.close_connection = True
+                api.authorize(method, self.path, self.headers.get("Authorization"))
+            except ServingError as error:
+                extra = {"WWW-Authenticate": "Bearer"} if error.code == grpc.StatusCode.UNAUTHENTICATED else {}
+                self._refuse(error.http_status, error.message, extra)
+                return
+            if "Transfer-Encoding" in self.headers:
+                self._refuse(http.HTTPStatus.NOT_IMPLEMENTED,
+                             "Transfer-Encoding is not supported: send the body with a Content-Length")
+                return
+            length_header = self.headers.get("Content-Length", "0")
+            length = int(length_header) if length_header.isascii() and length_header.isdigit() else -1
+            if length < 0 or len(self.headers.get_all("Content-Length") or ()) > 1:
+                self._refuse(http.HTTPStatus.BAD_REQUEST, "Content-Length must be one whole number of bytes")
+                return
+            if length > max_body_bytes:
+                self._refuse(http.HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
+                             message_too_large("request body", length, max_body_bytes).message)
                 return
             track(+1)
             try:
-                body = self.rfile.read(length) if length else b""
-                status, content_type, payload = api.handle(method, self.path, body)
+                with limiter.slot() if limiter is not None else contextlib.nullcontext():
+                    body = self.rfile.read(length) if length else b""
+                    status, content_type, payload = api.handle(method, self.path, body)
                 self._send(status, content_type, payload)
+            except ServingError as error:  # no free request slot; the body is left unread
+                self._refuse(error.http_status, error.message, {"Retry-After": "1"})
             finally:
                 track(-1)
 
-        def _send(self, status: int, content_type: str, payload: bytes) -> None:
+        def _refuse(self, status: int, message: str, headers: dict | None = None) -> None:
+            """Answers with a JSON error and closes the connection (an unread body may follow)."""
+            self.close_connection = True
+            self._send(status, "application/json", (json.dumps({"error": message}) + "\n").encode("utf-8"),
+                       dict(headers or {}, Connection="close"))
+
+        def _send(self, status: int, content_type: str, payload: bytes, headers: dict | None = None) -> None:
             self.send_response(status)
             self.send_header("Content-Type", content_type)
             self.send_header("Content-Length", str(len(payload)))
+            for name, value in (headers or {}).items():
+                self.send_header(name, value)
             self.end_headers()
             self.wfile.write(payload)
 
