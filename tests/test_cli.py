@@ -24,6 +24,7 @@ COMMANDS = {
     "rnn-zoo-generate": "serving.generation.cli",
     "rnn-zoo-generation-quality": "serving.generation.quality.cli",
     "rnn-zoo-demo": "serving.demo",
+    "rnn-zoo-diagnose": "training.diagnostics.cli",
 }
 HEAVY_MODULES = ("tensorflow", "keras", "zoo", "tensorflow_serving", "grpc")
 
