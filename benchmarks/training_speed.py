@@ -33,6 +33,7 @@ beside another busy process, TensorFlow's about 1.3 times).
 
     python benchmarks/training_speed.py                                 # everything: about 20 min on 2 cores
     python benchmarks/training_speed.py --variants default onednn=TF_ENABLE_ONEDNN_OPTS=1
+    python benchmarks/training_speed.py --variants default bf16=RNN_ZOO_BENCHMARK_PRECISION=mixed_bfloat16
     python benchmarks/training_speed.py --shapes small --cells lstm --rounds 5
     python benchmarks/training_speed.py --quick                         # a smoke run in well under a minute
 
@@ -76,6 +77,9 @@ RECORD_MARKER = "@@training_speed "
 # How many times a round disturbed by other processes is run again.
 ROUND_RETRIES = 3
 MIN_MEASURED_SECONDS = 0.4
+# A zoo variant's environment may set the run's --precision through this
+# variable: --variants default bf16=RNN_ZOO_BENCHMARK_PRECISION=mixed_bfloat16
+PRECISION_VARIABLE = "RNN_ZOO_BENCHMARK_PRECISION"
 
 # === Shapes, corpora, the machine ===
 
@@ -234,22 +238,28 @@ class ZooSide:
     def __init__(self, spec: dict):
         import keras
 
+        from training.precision import dtype_policy, resolve_precision
         from training.run import build_model, compile_for_training, load_data, make_datasets, resolve_config
 
         self.job = spec["job"]
+        training = dict(spec.get("training") or {})
+        if os.environ.get(PRECISION_VARIABLE):
+            training["precision"] = os.environ[PRECISION_VARIABLE]
         # Nothing is written: output_dir stays the unused default.
         self.config = resolve_config(
             preset=spec["preset"], cell=spec.get("cell"), model=spec.get("model"),
-            training=spec.get("training"), data={"source": spec.get("corpus") or "synthetic"},
+            training=training, data={"source": spec.get("corpus") or "synthetic"},
             seed=spec.get("seed", 0))
+        self.precision = resolve_precision(self.config["training"].get("precision", "float32"))
         keras.utils.set_random_seed(self.config["seed"])
         if self.job == "language_model":
             splits = language_model_splits(spec["corpus"])
         else:
             splits = synthetic_splits(spec["preset"], spec.get("seed", 0))
         prepared = load_data(self.config, splits=splits)
-        model = build_model(self.config, prepared)
-        self.trainable = compile_for_training(model, self.config)
+        with dtype_policy(self.precision):  # as training.run trains
+            model = build_model(self.config, prepared)
+            self.trainable = compile_for_training(model, self.config)
         train_data, _ = make_datasets(self.config, prepared)
         self.train_data = train_data.repeat()  # rounds never run out of batches
         self.vocabulary_size = len(prepared.vocabulary)
@@ -277,6 +287,7 @@ class ZooSide:
             "side": "zoo",
             "versions": {"tensorflow": tf.__version__, "keras": keras.__version__},
             "onednn_enabled": _tensorflow_onednn_enabled(),
+            "precision": self.precision,
             "threads": {"tf_intra_op": tf.config.threading.get_intra_op_parallelism_threads(),
                         "tf_inter_op": tf.config.threading.get_inter_op_parallelism_threads()},
             "environment": {name: os.environ.get(name) for name in THREAD_VARIABLES},

@@ -103,12 +103,15 @@ class CarriedStateTrainer(keras.Model):
 
     def _start_state(self, carried, at_start):
         first, rows = self._replica_rows()
-        initial = self.language_model.initial_state(rows)
+        # The state is kept in float32 whatever the model computes in (a
+        # bfloat16 policy): that is where the stream's memory lives.
+        initial = tf.cast(self.language_model.initial_state(rows), carried.dtype)
         return tf.where(at_start, initial, carried[first:first + rows])
 
     def _carry(self, carried, new_state):
         """Writes this replica's rows of the state back; the other rows stay as they are."""
         first, rows = self._replica_rows()
+        new_state = tf.cast(new_state, carried.dtype)
         carried.assign(tf.concat([carried[:first], new_state, carried[first + rows:]], axis=0))
 
     def train_step(self, data):

@@ -50,6 +50,7 @@ import tensorflow as tf
 import zoo
 from training import distribution, run_directory
 from training.clipping import with_global_norm_clipping
+from training.precision import compute_in_float32, dtype_policy, resolve_precision
 from training.datasets import classification_dataset, load_split, tagging_dataset
 from training.language_model import CarriedStateReset, CarriedStateTrainer, evaluate_language_model
 from training.lm_batching import lm_dataset
@@ -71,7 +72,8 @@ TASK_TRAINING_DEFAULTS = {
                "clip_norm": 5.0, "early_stopping_patience": 2},
 }
 TRAINING_KEYS = ("batch_size", "num_steps", "epochs", "optimizer", "learning_rate", "lr_decay",
-                 "decay_start_epoch", "clip_norm", "early_stopping_patience", "sum_loss_over_time")
+                 "decay_start_epoch", "clip_norm", "early_stopping_patience", "sum_loss_over_time",
+                 "precision")
 DATA_KEYS = ("source", "dev_source", "level", "tag_column", "valid_fraction", "data_dir",
              "download", "max_train", "max_dev", "vocabulary_min_count", "vocabulary_max_size")
 # Model options that ask a tagger for a character model.
@@ -125,6 +127,7 @@ def resolve_config(
     training_options.update(base["training"] if base else {})
     training_options.update({k: v for k, v in (training or {}).items() if v is not None})
     _reject_unknown("training", training_options, TRAINING_KEYS)
+    resolve_precision(training_options.get("precision", "float32"))  # raises on an unknown one
     if training_options["optimizer"] not in OPTIMIZERS:
         raise ValueError(f"Unknown optimizer {training_options['optimizer']!r}. "
                          f"Valid optimizers: {', '.join(OPTIMIZERS)}.")
@@ -454,7 +457,8 @@ def _train_in(run_dir: Path, config: dict, splits, wanted: dict, *, resuming: bo
                 f", characters {len(prepared.char_vocabulary)}" if prepared.char_vocabulary else "",
                 "resuming from backup" if resuming else "fresh run")
 
-    with strategy.scope():
+    precision = resolve_precision(config["training"].get("precision", "float32"))
+    with strategy.scope(), dtype_policy(precision):
         model = build_model(config, prepared)
         trainable = compile_for_training(model, config, strategy)
     train_data, dev_data = make_datasets(config, prepared)
@@ -467,6 +471,9 @@ def _train_in(run_dir: Path, config: dict, splits, wanted: dict, *, resuming: bo
     trainable.fit(train_data, validation_data=dev_data, epochs=config["training"]["epochs"],
                   callbacks=make_callbacks(config, run_dir), verbose=verbose, shuffle=False)
 
+    if precision != "float32":
+        compute_in_float32(model)  # evaluated, saved and served in float32
+        logger.info("trained in %s; evaluated and saved in float32", precision)
     metrics = {"dev": evaluate(model, config, prepared, prepared.dev),
                "train_seconds": round(time.time() - started, 1),
                "parameters": int(model.count_params()),

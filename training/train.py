@@ -23,9 +23,10 @@ from training.cli import parse_assignment, quiet_tensorflow_logs, zoo_catalog
 _DATA_ARGUMENTS = ("source", "dev_source", "level", "tag_column", "data_dir", "download",
                    "max_train", "max_dev", "vocabulary_min_count", "vocabulary_max_size")
 _TRAINING_ARGUMENTS = ("epochs", "batch_size", "num_steps", "optimizer", "learning_rate", "clip_norm",
-                       "early_stopping_patience")
+                       "early_stopping_patience", "precision")
 _OPTIMIZERS = ("adagrad", "adam", "rmsprop", "sgd")  # training.run.OPTIMIZERS (tested to match)
 _STRATEGIES = ("default", "mirrored", "multi_worker")  # training.distribution.STRATEGIES (tested)
+_PRECISIONS = ("float32", "mixed_bfloat16", "auto")  # training.precision.PRECISIONS (tested)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -69,6 +70,9 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("--learning_rate", type=float)
     fit.add_argument("--clip_norm", type=float, help="clip gradients to this global norm")
     fit.add_argument("--early_stopping_patience", type=int)
+    fit.add_argument("--precision", choices=_PRECISIONS,
+                     help="arithmetic: float32, mixed_bfloat16 (bfloat16 products, float32 weights, "
+                     "loss and carried state), or auto (bfloat16 where the CPU has AVX512-BF16 or AMX)")
     parser.add_argument("--strategy", choices=_STRATEGIES, default="default",
                         help="tf.distribute strategy: mirrored uses every local GPU, multi_worker "
                         "the cluster in TF_CONFIG (start the same command on every worker)")
