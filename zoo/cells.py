@@ -14,6 +14,7 @@ from typing import Iterable, Sequence
 import keras
 from keras import ops
 
+from zoo.fused_lstm import LSTM
 from zoo.names import CELL_TYPES, GATES
 
 # Keras packs the LSTM blocks of its kernels in the order i, f, c, o; the gated
@@ -271,7 +272,7 @@ def make_recurrent_layer(
         )
     layer_class = {
         "simple_rnn": keras.layers.SimpleRNN,
-        "lstm": keras.layers.LSTM,
+        "lstm": LSTM,  # keras.layers.LSTM with a fused CPU loop (zoo/fused_lstm.py)
         "gru": keras.layers.GRU,
     }[cell]
     return layer_class(units, recurrent_dropout=recurrent_dropout, **kernels, **common)

@@ -1,0 +1,114 @@
+"""The zoo's LSTM: the fused CPU loop computes what keras.layers.LSTM computes, gradients included.
+
+Both sides run in float32; they add the same products in different orders (the
+input projection of the whole window at once, the weight gradients summed over
+the window in one product), so they agree to float32 rounding of sums of up to
+T*B terms, not bit for bit: 1e-5 relative to each tensor's scale.
+"""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+import keras
+
+import zoo
+from zoo.fused_lstm import LSTM, fused_lstm
+
+B, T, D, U = 3, 6, 5, 4
+
+
+def _scale_close(actual, expected, name="", rtol=1e-5):
+    actual, expected = np.asarray(actual), np.asarray(expected)
+    scale = max(1.0, float(np.abs(expected).max()))
+    np.testing.assert_allclose(actual, expected, rtol=0, atol=rtol * scale, err_msg=name)
+
+
+def _pair(go_backwards=False):
+    keras.utils.set_random_seed(1)
+    reference = keras.layers.LSTM(U, return_sequences=True, return_state=True, go_backwards=go_backwards)
+    fused = LSTM(U, return_sequences=True, return_state=True, go_backwards=go_backwards)
+    x = np.random.default_rng(0).normal(size=(B, T, D)).astype("float32")
+    reference(x)
+    fused(x)
+    fused.set_weights(reference.get_weights())
+    return reference, fused, x
+
+
+def _forward_and_gradients(layer, x, mask, h0, c0):
+    x, h0, c0 = tf.constant(x), tf.constant(h0), tf.constant(c0)
+    weights = np.random.default_rng(5).normal(size=(B, T, U)).astype("float32")
+    with tf.GradientTape() as tape:
+        tape.watch([x, h0, c0])
+        outputs, h, c = layer(x, initial_state=[h0, c0], mask=mask, training=True)
+        loss = tf.reduce_sum(outputs * weights) + tf.reduce_sum(h * 2.0) + tf.reduce_sum(c * c)
+    variables = [v.value for v in layer.trainable_variables]
+    gradients = tape.gradient(loss, [x, h0, c0] + variables)
+    return [outputs, h, c] + gradients
+
+
+MASKS = {
+    "none": None,
+    "right padding": np.array([[1] * 6, [1] * 4 + [0] * 2, [1] + [0] * 5], bool),
+    "left padding and an empty row": np.array([[0, 0, 1, 1, 1, 1], [1] * 6, [0] * 6], bool),
+}
+
+
+@pytest.mark.parametrize("go_backwards", [False, True])
+@pytest.mark.parametrize("mask_name", sorted(MASKS))
+def test_the_fused_loop_matches_keras_outputs_states_and_every_gradient(mask_name, go_backwards):
+    reference, fused, x = _pair(go_backwards)
+    rng = np.random.default_rng(2)
+    h0, c0 = rng.normal(size=(2, B, U)).astype("float32")
+    mask = MASKS[mask_name]
+    expected = _forward_and_gradients(reference, x, mask, h0, c0)
+    actual = _forward_and_gradients(fused, x, mask, h0, c0)
+    names = ["outputs", "h", "c", "d_x", "d_h0", "d_c0", "d_kernel", "d_recurrent_kernel", "d_bias"]
+    for name, a, e in zip(names, actual, expected, strict=True):
+        assert a is not None, name
+        _scale_close(a, e, name)
+
+
+def test_the_fused_loop_is_what_the_layer_runs_on_a_cpu(monkeypatch):
+    _, fused, x = _pair()
+    assert fused._fused_applies(training=True)
+    dropout = LSTM(U, dropout=0.5)
+    assert dropout._fused_applies(training=False) and not dropout._fused_applies(training=True)
+    assert not LSTM(U, activation="relu")._fused_applies(training=False)
+    monkeypatch.setenv("RNN_ZOO_FUSED_LSTM", "0")
+    assert not fused._fused_applies(training=True)
+
+
+def test_the_switch_gives_the_same_model(monkeypatch):
+    _, fused, x = _pair()
+    on = fused(x)[0].numpy()
+    monkeypatch.setenv("RNN_ZOO_FUSED_LSTM", "0")
+    _scale_close(fused(x)[0].numpy(), on)
+
+
+def test_fused_lstm_returns_outputs_in_reading_order():
+    x = tf.constant(np.random.default_rng(3).normal(size=(1, 4, 2)).astype("float32"))
+    kernel, recurrent, bias = tf.ones((2, 4)) * 0.1, tf.ones((1, 4)) * 0.2, tf.zeros(4)
+    zeros = tf.zeros((1, 1))
+    last, outputs, (h, _) = fused_lstm(x, zeros, zeros, None, kernel, recurrent, bias, go_backwards=True)
+    forward_of_reversed = fused_lstm(tf.reverse(x, [1]), zeros, zeros, None, kernel, recurrent, bias)
+    _scale_close(outputs, forward_of_reversed[1])
+    _scale_close(last, h)
+
+
+def test_a_bidirectional_zoo_tagger_trains_the_same_with_and_without_the_fused_loop(monkeypatch):
+    tokens = np.array([[3, 4, 5, 0, 0], [6, 7, 8, 9, 2]])
+    tags = np.array([[1, 2, 1, 0, 0], [2, 1, 2, 1, 2]])
+
+    def one_step():
+        keras.utils.set_random_seed(4)
+        model = zoo.build("tagger", cell="lstm", vocabulary_size=10, embedding_dim=4, hidden_dim=3,
+                          num_tags=3, bidirectional=True, num_layers=2)
+        model.compile(optimizer=keras.optimizers.SGD(0.5),
+                      loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+        model.train_on_batch(tokens, tags, sample_weight=(tokens != 0).astype("float32"))
+        return [w.numpy() for w in model.weights]
+
+    fused = one_step()
+    monkeypatch.setenv("RNN_ZOO_FUSED_LSTM", "0")
+    for a, e in zip(fused, one_step(), strict=True):
+        _scale_close(a, e)

@@ -1,0 +1,151 @@
+"""An LSTM layer whose CPU loop does only the recurrent work, with its own gradient.
+
+Keras runs an LSTM on a CPU as a generic loop over time steps: each step
+multiplies its input by the kernel and its state by the recurrent kernel, and
+TensorFlow's automatic gradient of that loop does four small products per step
+(the two input gradients and the two weight gradients). Only two of those six
+products depend on the previous step. `fused_lstm` keeps those two in the loop
+and moves the other four out, where they are a few large matrix products over
+the whole window, which a CPU runs several times faster than many products of
+one batch each (the way cuDNN and PyTorch's CPU LSTM work):
+
+    forward   Z_x = X W + b                      one product, all steps
+              z_t = Z_x[t] + h_{t-1} U           in the loop
+    backward  dz_t, dh_{t-1} = dz_t U^T          in the loop
+              dW = X^T dZ, dU = H_{-1}^T dZ,     one product each, all steps
+              db = sum dZ, dX = dZ W^T
+
+The gradient is written out by hand (`tf.custom_gradient`) and tested against
+TensorFlow's gradient of the Keras loop. The semantics are Keras' own, masks
+included: a masked step keeps the state and repeats the previous output (zero
+before the first real step), `go_backwards` reads the window from its end and
+returns outputs in the order it read them.
+
+`LSTM` is `keras.layers.LSTM` taking this path where it applies (no GPU, the
+default activations, no dropout inside the layer while training, not
+unrolled) and Keras' own everywhere else; its weights, config and saved
+models are the Keras layer's. `RNN_ZOO_FUSED_LSTM=0` in the environment turns
+it off.
+"""
+
+from __future__ import annotations
+
+import os
+
+import keras
+import tensorflow as tf
+
+ENVIRONMENT_SWITCH = "RNN_ZOO_FUSED_LSTM"
+
+
+def fused_lstm_enabled() -> bool:
+    """Whether the fused path is on (`RNN_ZOO_FUSED_LSTM` unset, or not 0/false/no/off)."""
+    return os.environ.get(ENVIRONMENT_SWITCH, "1").strip().lower() not in ("0", "false", "no", "off")
+
+
+def fused_lstm(inputs, h0, c0, mask, kernel, recurrent_kernel, bias, *, go_backwards=False):
+    """Runs an LSTM over a window, as `keras.layers.LSTM` with the default activations does.
+
+    Args:
+        inputs: (batch, time, features).
+        h0, c0: (batch, units) initial state.
+        mask: (batch, time) booleans, or None for all steps real.
+        kernel, recurrent_kernel, bias: Keras' LSTM weights, gates in the order
+            input, forget, cell, output: (features, 4u), (u, 4u), (4u,).
+        go_backwards: Read the window from its last step to its first.
+
+    Returns:
+        (last_output, outputs, [h, c]) as Keras' backend returns them:
+        outputs (batch, time, units) in the order the steps were read.
+    """
+    dtype = inputs.dtype
+    x = tf.transpose(inputs, [1, 0, 2])  # (time, batch, features)
+    if mask is None:
+        m = tf.ones(tf.shape(x)[:2], dtype=dtype)
+    else:
+        m = tf.cast(tf.transpose(mask), dtype)  # (time, batch)
+    if go_backwards:
+        x, m = tf.reverse(x, [0]), tf.reverse(m, [0])
+    kernel, recurrent_kernel, bias = (tf.cast(tf.convert_to_tensor(w), dtype)
+                                      for w in (kernel, recurrent_kernel, bias))
+    outputs, h, c = _lstm_window(x, m[:, :, None], tf.cast(h0, dtype), tf.cast(c0, dtype),
+                                 kernel, recurrent_kernel, bias)
+    outputs = tf.transpose(outputs, [1, 0, 2])  # (batch, time, units)
+    return outputs[:, -1], outputs, [h, c]
+
+
+@tf.custom_gradient
+def _lstm_window(x, m, h0, c0, kernel, recurrent_kernel, bias):
+    """Time-major LSTM over x (T, B, D) with step mask m (T, B, 1): outputs (T, B, U), h, c."""
+    steps, batch, features = tf.shape(x)[0], tf.shape(x)[1], tf.shape(x)[2]
+    units = tf.shape(recurrent_kernel)[0]
+    x_flat = tf.reshape(x, [-1, features])
+    z_x = tf.reshape(tf.matmul(x_flat, kernel) + bias, [steps, batch, 4 * units])
+
+    def step(carry, inputs):
+        h, c, out, _, _ = carry
+        z_in, keep = inputs
+        z = z_in + tf.matmul(h, recurrent_kernel)
+        i, f, g, o = tf.split(z, 4, axis=1)
+        i, f, g, o = tf.sigmoid(i), tf.sigmoid(f), tf.tanh(g), tf.sigmoid(o)
+        c_new = f * c + i * g
+        tanh_c = tf.tanh(c_new)
+        h_new = o * tanh_c
+        # A masked step keeps the state and repeats the previous output.
+        return (keep * h_new + (1 - keep) * h, keep * c_new + (1 - keep) * c,
+                keep * h_new + (1 - keep) * out, tf.concat([i, f, g, o], axis=1), tanh_c)
+
+    zeros = tf.zeros_like(h0)
+    start = (h0, c0, zeros, tf.zeros([batch, 4 * units], x.dtype), zeros)
+    hs, cs, outs, gates, tanh_cs = tf.scan(step, (z_x, m), initializer=start)
+
+    def gradient(d_outputs, d_h, d_c):
+        h_prev = tf.concat([h0[None], hs[:-1]], axis=0)  # the state each step started from
+        c_prev = tf.concat([c0[None], cs[:-1]], axis=0)
+
+        def back(carry, inputs):
+            dh, dc, d_out, _ = carry  # gradients reaching h_t, c_t and out_t from later steps
+            d_output, keep, gate, tanh_c, c_before = inputs
+            i, f, g, o = tf.split(gate, 4, axis=1)
+            d_out_total = d_out + d_output
+            dh_new = keep * (dh + d_out_total)
+            dc_new = keep * dc + dh_new * o * (1 - tanh_c * tanh_c)
+            dz = tf.concat([dc_new * g * i * (1 - i), dc_new * c_before * f * (1 - f),
+                            dc_new * i * (1 - g * g), dh_new * tanh_c * o * (1 - o)], axis=1)
+            dh_before = (1 - keep) * dh + tf.matmul(dz, recurrent_kernel, transpose_b=True)
+            dc_before = (1 - keep) * dc + dc_new * f
+            return dh_before, dc_before, (1 - keep) * d_out_total, dz
+
+        last = (d_h, d_c, tf.zeros_like(d_h), tf.zeros([batch, 4 * units], x.dtype))
+        dhs, dcs, _, dzs = tf.scan(back, (d_outputs, m, gates, tanh_cs, c_prev), initializer=last,
+                                   reverse=True)
+        dz_flat = tf.reshape(dzs, [-1, 4 * units])
+        d_kernel = tf.matmul(x_flat, dz_flat, transpose_a=True)
+        d_recurrent = tf.matmul(tf.reshape(h_prev, [-1, units]), dz_flat, transpose_a=True)
+        d_bias = tf.reduce_sum(dz_flat, axis=0)
+        d_x = tf.reshape(tf.matmul(dz_flat, kernel, transpose_b=True), [steps, batch, features])
+        return d_x, tf.zeros_like(m), dhs[0], dcs[0], d_kernel, d_recurrent, d_bias
+
+    return (outs, hs[-1], cs[-1]), gradient
+
+
+@keras.saving.register_keras_serializable(package="zoo")
+class LSTM(keras.layers.LSTM):
+    """`keras.layers.LSTM` with the fused CPU loop of `fused_lstm` where it applies."""
+
+    def inner_loop(self, sequences, initial_state, mask, training=False):
+        if isinstance(mask, (list, tuple)):
+            mask = mask[0]
+        if self._fused_applies(training):
+            return fused_lstm(sequences, initial_state[0], initial_state[1], mask, self.cell.kernel,
+                              self.cell.recurrent_kernel, self.cell.bias, go_backwards=self.go_backwards)
+        return super().inner_loop(sequences, initial_state, mask, training=training)
+
+    def _fused_applies(self, training) -> bool:
+        cell = self.cell
+        return (fused_lstm_enabled()
+                and not tf.config.list_logical_devices("GPU")  # cuDNN's kernel is faster there
+                and cell.use_bias and not self.unroll and not self.zero_output_for_mask
+                and cell.activation is keras.activations.tanh
+                and cell.recurrent_activation is keras.activations.sigmoid
+                and not (training and (cell.dropout or cell.recurrent_dropout)))
