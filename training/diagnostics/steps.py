@@ -2,8 +2,10 @@
 
 Keras' `global_clipnorm` clips inside the optimizer, where the norms are not
 visible; the diagnostics need them, so this loop clips the gradients itself,
-the same way (every gradient scaled by min(1, clip_norm / global norm)), and
-hands the clipped gradients to an optimizer that does not clip again.
+the way training does (`training.clipping`: every gradient scaled by
+min(1, clip_norm / global norm), an embedding's repeated rows summed before
+the norm), and hands the clipped gradients to an optimizer that does not clip
+again.
 
     trace = train_steps(model, batches, keras.optimizers.SGD(0.5), clip_norm=1.0)
     trace.gradient_norms   # before clipping, one per step
@@ -17,27 +19,8 @@ from dataclasses import dataclass, field
 import keras
 import numpy as np
 import tensorflow as tf
-from keras import ops
 
-
-def global_norm(tensors):
-    """sqrt of the sum of squares of every entry of every tensor (a scalar tensor)."""
-    return ops.sqrt(sum(ops.sum(ops.square(tensor)) for tensor in tensors))
-
-
-def clip_by_global_norm(gradients, clip_norm: float | None):
-    """(gradients scaled by min(1, clip_norm / their global norm), the norm before).
-
-    What Keras' `global_clipnorm` and `tf.clip_by_global_norm` do (Pascanu et
-    al. 2013): the direction is kept, only the length is bounded. `clip_norm`
-    None leaves the gradients as they are.
-    """
-    norm = global_norm(gradients)
-    if clip_norm is None:
-        return list(gradients), norm
-    # A zero norm has nothing to clip; the maximum keeps 0 / 0 out.
-    scale = ops.minimum(1.0, clip_norm / ops.maximum(norm, 1e-30))
-    return [gradient * ops.cast(scale, gradient.dtype) for gradient in gradients], norm
+from training.clipping import clip_by_global_norm, global_norm
 
 
 @dataclass
@@ -77,10 +60,10 @@ def make_train_step(model, optimizer, clip_norm: float | None = None, loss=None)
         with tf.GradientTape() as tape:
             value = loss(targets, model(inputs, training=True), sample_weight=sample_weight)
         variables = model.trainable_variables
-        # An embedding's gradient comes as IndexedSlices, one row per occurrence
-        # of a token; its norm is that of the summed (dense) rows.
-        gradients = [tf.convert_to_tensor(gradient) for gradient in tape.gradient(value, variables)]
-        gradients, norm = clip_by_global_norm(gradients, clip_norm)
+        gradients = tape.gradient(value, variables)
+        norm = global_norm(gradients)
+        if clip_norm is not None:
+            gradients = clip_by_global_norm(gradients, clip_norm)
         optimizer.apply(gradients, variables)
         return value, norm, global_norm(gradients)
 
