@@ -38,7 +38,10 @@ PRESETS: dict[str, dict] = {
                   "dropout": 0.5, "init_scale": 0.05},
         "training": {"batch_size": 20, "num_steps": 35, "epochs": 39, "optimizer": "sgd",
                      "learning_rate": 1.0, "lr_decay": 0.8, "decay_start_epoch": 7,
-                     "sum_loss_over_time": True, "clip_norm": 5.0},
+                     "sum_loss_over_time": True, "clip_norm": 5.0,
+                     # bfloat16 products where the CPU has them: 1.5x here
+                     # (benchmarks/results/speed_levers/training_speed.md)
+                     "precision": "auto"},
         "data": {"local": "ptb", "level": "word"},
     },
     "ptb_large": {
@@ -49,7 +52,7 @@ PRESETS: dict[str, dict] = {
                   "dropout": 0.65, "init_scale": 0.04},
         "training": {"batch_size": 20, "num_steps": 35, "epochs": 55, "optimizer": "sgd",
                      "learning_rate": 1.0, "lr_decay": 1 / 1.15, "decay_start_epoch": 15,
-                     "sum_loss_over_time": True, "clip_norm": 10.0},
+                     "sum_loss_over_time": True, "clip_norm": 10.0, "precision": "auto"},
         "data": {"local": "ptb", "level": "word"},
     },
     "ptb_tiny_tied": {
