@@ -1,12 +1,15 @@
 """Shared test setup: quiet TensorFlow, and a check that the suite writes nothing into the checkout."""
 
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+# hypothesis keeps caches in ./.hypothesis unless told otherwise; the checkout must stay as it was.
+os.environ.setdefault("HYPOTHESIS_STORAGE_DIRECTORY", os.path.join(tempfile.gettempdir(), "rnn-zoo-hypothesis"))
 
 REPOSITORY_ROOT = Path(__file__).resolve().parent.parent
 # What installing and running pytest itself writes; everything else must stay as it was.

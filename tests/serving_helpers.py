@@ -449,6 +449,27 @@ def write_ssl_config(path: os.PathLike, server: dict, custom_ca: os.PathLike | N
     return path
 
 
+# === Reading HTTP answers off a raw socket (framing tests send bytes as they are) ===
+
+
+def read_http_response(reader):
+    """(status, JSON body, headers) of the next answer on a connection's one buffered reader.
+
+    One reader for the whole connection, so bytes of the next answer read
+    ahead with this one are not lost (as they would be with one
+    http.client.HTTPResponse per answer).
+    """
+    import http.client
+    import json
+
+    status_line = reader.readline().decode("latin-1")
+    assert status_line.startswith("HTTP/1.1 "), status_line
+    headers = http.client.parse_headers(reader)
+    payload = reader.read(int(headers["Content-Length"]))
+    return int(status_line.split()[1]), json.loads(payload), headers
+
+
+
 # === A real server process (the library's launcher, run from the repository root) ===
 
 from serving.server.launch import ServerProcess, free_port, stop_server, wait_for_health  # noqa: E402
@@ -464,5 +485,6 @@ def running_server(**options) -> Iterator[ServerProcess]:
 
 
 __all__ = ["ServerProcess", "build_toy_models", "copy_version_atomically", "free_port",
-           "make_certificate_authority", "make_signed_certificate", "run_saved_model", "running_server",
-           "save_toy_model", "session_toy_models", "stop_server", "wait_for_health", "write_ssl_config"]
+           "make_certificate_authority", "make_signed_certificate", "read_http_response", "run_saved_model",
+           "running_server", "save_toy_model", "session_toy_models", "stop_server", "wait_for_health",
+           "write_ssl_config"]

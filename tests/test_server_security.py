@@ -235,13 +235,13 @@ def test_a_rest_body_over_the_limit_is_413(guarded):
     assert code == 413 and "--max_message_bytes" in body["error"]
 
 
-def test_chunked_rest_bodies_are_refused_rather_than_misread(guarded):
+def test_chunked_rest_bodies_are_read_as_one_request(guarded):
     request = urllib.request.Request(f"{guarded.rest_url}/v1/models/{LANGUAGE_MODEL_NAME}:predict",
-                                     data=iter([b'{"instances": [[2]]}']), headers=dict(_bearer()), method="POST")
-    with pytest.raises(urllib.error.HTTPError) as raised:
-        urllib.request.urlopen(request, timeout=TIMEOUT_SECONDS)  # urllib sends an iterable body chunked
-    assert raised.value.code == 501
-    assert "Content-Length" in json.loads(raised.value.read())["error"]
+                                     data=iter([b'{"instances": ', b'[[2, 3]]}']), headers=dict(_bearer()),
+                                     method="POST")
+    with urllib.request.urlopen(request, timeout=TIMEOUT_SECONDS) as response:  # an iterable body goes chunked
+        body = json.loads(response.read())
+    assert np.asarray(body["predictions"]).shape == (1, 2, 16)
 
 
 # --- the admin RPC ---
@@ -292,7 +292,8 @@ def holding(models_root, tmp_path_factory):
     directory = tmp_path_factory.mktemp("holding")
     (directory / "batching.config").write_text("batch_timeout_micros { value: 60000000 }\nmax_batch_size { value: 4 }")
     arguments = [f"--max_concurrent_requests={MAX_CONCURRENT}", "--disable_reload_config", "--enable_batching",
-                 f"--batching_parameters_file={directory / 'batching.config'}"]
+                 f"--batching_parameters_file={directory / 'batching.config'}",
+                 "--rest_api_num_threads=1", "--rest_api_max_connections=1"]
     with running_server(model_base_path=models_root / LANGUAGE_MODEL_NAME, model_name=LANGUAGE_MODEL_NAME,
                         log_dir=directory, extra_arguments=arguments) as server:
         yield server
@@ -344,6 +345,44 @@ def test_past_max_concurrent_requests_callers_are_refused_at_once_and_cancelled_
                 return False
         _wait_for(full_batch_answers, "the slots of cancelled requests never came free")
     assert "Traceback" not in holding.log_text()
+
+
+def test_rest_connections_past_the_thread_pool_and_its_queue_get_503_naming_the_flags(holding):
+    import socket
+    import threading
+
+    from serving_helpers import read_http_response
+
+    held = {}
+
+    def held_request():  # waits in the batch queue, holding the one REST thread
+        held.update(zip(("status", "body", "headers"), _rest(
+            f"{holding.rest_url}/v1/models/{LANGUAGE_MODEL_NAME}:predict", {"instances": [[2, 3]]})))
+
+    thread = threading.Thread(target=held_request)
+    thread.start()
+    _wait_for(lambda: _queued_requests(holding) == 1, "the REST request never queued")
+    status_request = f"GET /v1/models/{LANGUAGE_MODEL_NAME} HTTP/1.1\r\nHost: x\r\n\r\n".encode()
+    with socket.create_connection(("127.0.0.1", holding.rest_port), timeout=TIMEOUT_SECONDS) as waiting, \
+            socket.create_connection(("127.0.0.1", holding.rest_port), timeout=TIMEOUT_SECONDS) as refused:
+        waiting.sendall(status_request)  # takes the one place in the queue
+        refused.sendall(status_request)
+        with refused.makefile("rb") as reader:
+            status, body, headers = read_http_response(reader)
+        assert status == 503 and headers["Retry-After"] == "1"
+        assert "--rest_api_num_threads" in body["error"] and "--rest_api_max_connections" in body["error"]
+
+        # A gRPC request of 3 rows completes the batch of 4: the held request is answered,
+        # and the waiting connection gets the thread.
+        with holding.channel() as channel:
+            response = prediction_service_pb2_grpc.PredictionServiceStub(channel).Predict(
+                _predict_request(token_ids=_token_ids(3)), timeout=TIMEOUT_SECONDS)
+        assert response.outputs["logits"].tensor_shape.dim[0].size == 3
+        thread.join(timeout=TIMEOUT_SECONDS)
+        assert held["status"] == 200 and len(held["body"]["predictions"]) == 1
+        with waiting.makefile("rb") as reader:
+            status, body, _ = read_http_response(reader)
+        assert status == 200 and body["model_version_status"][0]["state"] == "AVAILABLE"
 
 
 def test_the_reload_rpc_can_be_switched_off(holding, models_root):

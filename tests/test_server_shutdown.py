@@ -52,3 +52,112 @@ def test_sigterm_finishes_requests_in_flight(tmp_path_factory):
             assert raised.value.code() == grpc.StatusCode.UNAVAILABLE
             assert server.process.wait(timeout=30) == 0
     assert "Server stopped" in server.log_text()
+
+
+def _health(channel, service=""):
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    try:
+        response = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service=service),
+                                                              timeout=2)
+    except grpc.RpcError as error:
+        return error.code()
+    return health_pb2.HealthCheckResponse.ServingStatus.Name(response.status)
+
+
+def _wait_for_health(channel, status, timeout_seconds=90.0, service=""):
+    """Polls until health answers `status`; returns what it answered meanwhile (the bound is generous)."""
+    deadline, seen = time.monotonic() + timeout_seconds, []
+    while (answer := _health(channel, service)) != status:
+        seen.append(answer)
+        assert time.monotonic() < deadline, f"health never said {status}; it said {sorted(set(map(str, seen)))}"
+        time.sleep(0.1)
+    return seen
+
+
+def test_health_says_not_serving_until_the_configured_model_has_loaded(tmp_path_factory):
+    import subprocess
+    import sys
+
+    from serving.server.launch import ServerProcess, free_port, stop_server
+    from serving_helpers import copy_version_atomically
+
+    models_root = session_toy_models(tmp_path_factory)
+    directory = tmp_path_factory.mktemp("readiness")
+    base_path = directory / LANGUAGE_MODEL_NAME
+    base_path.mkdir()  # configured, with no version yet
+    port = free_port()
+    log_path = directory / "server.log"
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "serving.server.cli", "--host=127.0.0.1", f"--port={port}",
+             f"--model_name={LANGUAGE_MODEL_NAME}", f"--model_base_path={base_path}",
+             "--file_system_poll_wait_seconds=0.2"], stdout=log, stderr=subprocess.STDOUT)
+    server = ServerProcess(process, port, None, None, log_path)
+    try:
+        with server.channel() as channel:
+            _wait_for_health(channel, "NOT_SERVING")  # the port is open, the model is not there
+            assert _health(channel, "tensorflow.serving.PredictionService") == "NOT_SERVING"
+            stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+            with pytest.raises(grpc.RpcError) as raised:
+                stub.Predict(_request(np.array([[2]], np.int64)), timeout=5)
+            assert raised.value.code() == grpc.StatusCode.NOT_FOUND
+
+            copy_version_atomically(models_root / LANGUAGE_MODEL_NAME / "1", base_path, 1)
+            seen = _wait_for_health(channel, "SERVING")
+            assert set(seen) <= {"NOT_SERVING"}, seen  # never anything but NOT_SERVING before
+            assert stub.Predict(_request(np.array([[2]], np.int64)), timeout=10).outputs["logits"]
+    finally:
+        exit_code = stop_server(server)
+    assert exit_code == 0, server.log_text()
+    assert "Health stays NOT_SERVING until these models have a version available: lm" in server.log_text()
+
+
+def test_sigterm_under_load_answers_what_is_in_flight_and_exits_0_within_the_grace_period(tmp_path_factory):
+    import json
+    import socket
+    import threading
+
+    grace_seconds = 4.0
+    models_root = session_toy_models(tmp_path_factory)
+    directory = tmp_path_factory.mktemp("sigterm")
+    (directory / "batching.config").write_text("batch_timeout_micros { value: 60000000 }\nmax_batch_size { value: 64 }")
+    arguments = ["--enable_batching", f"--batching_parameters_file={directory / 'batching.config'}",
+                 f"--shutdown_grace_seconds={grace_seconds}"]
+    with running_server(model_base_path=models_root / LANGUAGE_MODEL_NAME, model_name=LANGUAGE_MODEL_NAME,
+                        log_dir=directory, extra_arguments=arguments) as server:
+        with server.channel() as channel:
+            stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+            in_flight = [stub.Predict.future(_request(np.array([[2, 3 + index]], np.int64)), timeout=60)
+                         for index in range(3)]
+            rest_answer = {}
+
+            def rest_call():
+                request = urllib.request.Request(f"{server.rest_url}/v1/models/{LANGUAGE_MODEL_NAME}:predict",
+                                                 data=json.dumps({"instances": [[2, 9]]}).encode())
+                with urllib.request.urlopen(request, timeout=60) as response:
+                    rest_answer.update(status=response.status, body=json.loads(response.read()))
+
+            rest_thread = threading.Thread(target=rest_call)
+            rest_thread.start()
+            _wait_for_queued_requests(server, 4)
+            # Clients that would hold a shutdown up: one sends half a request line and waits,
+            # one keeps an idle keep-alive connection open.
+            stalled = socket.create_connection(("127.0.0.1", server.rest_port), timeout=60)
+            stalled.sendall(b"POST /v1/models/lm:pre")
+            idle = socket.create_connection(("127.0.0.1", server.rest_port), timeout=60)
+            idle.sendall(b"GET /v1/models/lm HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert idle.recv(65536).startswith(b"HTTP/1.1 200")
+
+            signalled = time.monotonic()
+            server.process.send_signal(signal.SIGTERM)
+            for future in in_flight:
+                assert future.result().outputs["logits"].tensor_shape.dim[1].size == 2
+            rest_thread.join(timeout=60)
+            assert rest_answer["status"] == 200 and len(rest_answer["body"]["predictions"]) == 1
+            assert server.process.wait(timeout=60) == 0
+            elapsed = time.monotonic() - signalled
+            stalled.close()
+            idle.close()
+    assert elapsed < grace_seconds + 3, f"exit took {elapsed:.1f} s with a grace period of {grace_seconds} s"
+    assert "Server stopped" in server.log_text() and "Traceback" not in server.log_text()

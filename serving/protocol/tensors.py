@@ -245,6 +245,13 @@ def check_input(alias: str, array: np.ndarray, tensor_info: meta_graph_pb2.Tenso
         raise invalid_argument(
             f"Input \"{alias}\": expected dtype {data_type_name(expected_type)}, "
             f"got {data_type_name(received_type)}.")
+    if array.dtype.kind in "fc" and array.size and not np.isfinite(array).all():
+        # No zoo signature takes NaN or infinity (the only float input is a recurrent
+        # state), and one would turn every output of its row into NaN.
+        first = tuple(int(index) for index in np.argwhere(~np.isfinite(array))[0])
+        raise invalid_argument(
+            f"Input \"{alias}\" holds NaN or infinity (first at index {list(first)}); send finite numbers "
+            "(a state from this model's initial_state or step signatures)")
     if tensor_info.tensor_shape.unknown_rank:
         return
     expected_dims = [dim.size for dim in tensor_info.tensor_shape.dim]
@@ -304,9 +311,15 @@ def json_to_numpy(value: Any, data_type: int, alias: str = "") -> np.ndarray:
                     raise invalid_argument(
                         f"Input \"{alias}\": {json_preview(leaf)} is not of expected type "
                         f"{data_type_name(data_type)}")
-            flat = np.array(leaves, dtype=spec.numpy_dtype)
+            with np.errstate(over="ignore"):
+                flat = np.array(leaves, dtype=spec.numpy_dtype)
+            if flat.dtype.kind in "fc" and not np.isfinite(flat).all():  # JSON numbers are finite (checked)
+                raise invalid_argument(
+                    f"Input \"{alias}\": a number is out of the range of {data_type_name(data_type)}; "
+                    "send smaller numbers")
     except (OverflowError, ValueError, TypeError) as error:
-        raise invalid_argument(f"Input \"{alias}\": {error}") from None
+        raise invalid_argument(f"Input \"{alias}\": {error}: send values that fit {data_type_name(data_type)}") \
+            from None
     return flat.reshape(shape)
 
 

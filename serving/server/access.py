@@ -23,6 +23,7 @@ import pathlib
 import threading
 
 import grpc
+from google.protobuf.message import DecodeError
 
 from serving.protocol.errors import ServingError
 
@@ -155,6 +156,13 @@ class _Oversized:
         self.size = size
 
 
+class _Undecodable:
+    """Stands in for bytes that do not parse as the method's request message (gRPC would say INTERNAL)."""
+
+    def __init__(self, error: Exception):
+        self.error = error
+
+
 def _metadata_value(metadata, key: str) -> str | None:
     for item in metadata or ():
         if item.key == key:  # gRPC gives keys in lower case
@@ -202,12 +210,19 @@ class AccessInterceptor(grpc.ServerInterceptor):
         def deserialize(data: bytes):
             if len(data) > limit:
                 return _Oversized(len(data))
-            return handler.request_deserializer(data) if handler.request_deserializer else data
+            try:
+                return handler.request_deserializer(data) if handler.request_deserializer else data
+            except DecodeError as error:
+                return _Undecodable(error)
 
         def run(request, context):
             try:
                 if isinstance(request, _Oversized):
                     raise message_too_large("request", request.size, limit)
+                if isinstance(request, _Undecodable):
+                    raise ServingError(grpc.StatusCode.INVALID_ARGUMENT,
+                                       f"The request is not a valid {_request_type_name(handler)} ({request.error}); "
+                                       "build it with the tensorflow-serving-api protos")
                 with self._limiter.slot():
                     response = behavior(request, context)
                 size = response.ByteSize() if hasattr(response, "ByteSize") else 0
@@ -219,6 +234,13 @@ class AccessInterceptor(grpc.ServerInterceptor):
 
         return grpc.unary_unary_rpc_method_handler(run, request_deserializer=deserialize,
                                                    response_serializer=handler.response_serializer)
+
+
+def _request_type_name(handler) -> str:
+    """The protobuf type a handler's deserializer parses ("tensorflow.serving.PredictRequest"), or "request"."""
+    message_class = getattr(handler.request_deserializer, "__self__", None)
+    descriptor = getattr(message_class, "DESCRIPTOR", None)
+    return descriptor.full_name if descriptor is not None else "request message"
 
 
 def _refusing_handler(handler, error: ServingError):

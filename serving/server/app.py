@@ -10,6 +10,7 @@ import concurrent.futures
 import contextlib
 import errno
 import logging
+import os
 import pathlib
 import threading
 
@@ -64,25 +65,49 @@ def make_model_manager(arguments: argparse.Namespace, metrics: ServingMetrics, o
 
 
 class _HealthReporter:
-    """Keeps grpc.health.v1 in line with the server: overall, per service and per model."""
+    """Keeps grpc.health.v1 in line with the server: overall, per service and per model.
+
+    The server (service "" and the two APIs) says NOT_SERVING until startup
+    is over and every configured model has a version available, as TF
+    Serving opens its port only then; from then on it says SERVING until
+    shutdown, whatever later happens to one model (each model's own service
+    name says that).
+    """
 
     def __init__(self, servicer: health.HealthServicer):
         self._servicer = servicer
+        self._started = False
         self._ready = False
+        self._availability: dict[str, bool] = {}
         self._lock = threading.Lock()
         for service in ("",) + _SERVICE_NAMES:
             servicer.set(service, health_pb2.HealthCheckResponse.NOT_SERVING)
 
     def models_changed(self, availability: dict[str, bool]) -> None:
         with self._lock:
+            self._availability = dict(availability)
             for name, available in availability.items():
                 self._servicer.set(name, health_pb2.HealthCheckResponse.SERVING if available
                                    else health_pb2.HealthCheckResponse.NOT_SERVING)
+            self._become_ready_if_loaded()
 
-    def ready(self) -> None:
+    def startup_done(self) -> None:
+        """The initial load has run: SERVING now if every model has a version, else once they have."""
         with self._lock:
-            for service in ("",) + _SERVICE_NAMES:
-                self._servicer.set(service, health_pb2.HealthCheckResponse.SERVING)
+            self._started = True
+            self._become_ready_if_loaded()
+            if not self._ready:
+                waiting = sorted(name for name, available in self._availability.items() if not available)
+                logger.warning("Health stays NOT_SERVING until these models have a version available: %s",
+                               ", ".join(waiting))
+
+    def _become_ready_if_loaded(self) -> None:
+        if self._ready or not self._started or not all(self._availability.values()):
+            return
+        self._ready = True
+        for service in ("",) + _SERVICE_NAMES:
+            self._servicer.set(service, health_pb2.HealthCheckResponse.SERVING)
+        logger.info("Every configured model has a version available: health is SERVING")
 
     def shutting_down(self) -> None:
         with self._lock:
@@ -99,7 +124,9 @@ def _binding(what: str, host: str, port: int, flag: str):
     try:
         yield
     except OSError as error:
-        reason = "it is in use" if error.errno == errno.EADDRINUSE else (error.strerror or str(error))
+        # cheroot reports a failed bind as an OSError without errno, its text holding the cause.
+        in_use = error.errno == errno.EADDRINUSE or os.strerror(errno.EADDRINUSE) in str(error)
+        reason = "it is in use" if in_use else (error.strerror or str(error))
         raise PortError(_port_message(what, host, port, flag, reason)) from error
     except RuntimeError as error:  # grpcio: "Failed to bind to address ..."
         raise PortError(_port_message(what, host, port, flag, "it is in use, or the address is not "
@@ -178,7 +205,9 @@ def serve(arguments: argparse.Namespace, stop_event: threading.Event) -> int:
             rest_api = RestApi(inference, manager, metrics, arguments.rest_api_timeout_in_ms / 1000, tokens)
             with _binding("REST", arguments.host, arguments.rest_api_port, "--rest_api_port"):
                 rest_server = RestServer(rest_api, arguments.host, arguments.rest_api_port, limiter,
-                                         arguments.max_message_bytes, rest_ssl)
+                                         arguments.max_message_bytes, rest_ssl,
+                                         num_threads=arguments.rest_api_num_threads,
+                                         max_connections=arguments.rest_api_max_connections)
     except PortError as error:
         logger.error("Cannot start: %s", error)
         metrics.stop_http_server()
@@ -203,7 +232,7 @@ def serve(arguments: argparse.Namespace, stop_event: threading.Event) -> int:
         exit_code = 1
         stop_event.set()
     else:
-        health_reporter.ready()
+        health_reporter.startup_done()
         logger.info("Serving models: %s", ", ".join(manager.model_names()) or "none yet")
 
     while not stop_event.wait(0.5):

@@ -23,6 +23,8 @@ DEFAULT_MODEL_BASE_DIR = "saved_models"
 DEFAULT_MAX_BATCH_SIZE = 1024
 DEFAULT_MAX_CONCURRENT_REQUESTS = 64
 DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+DEFAULT_REST_API_NUM_THREADS = 16
+DEFAULT_REST_API_MAX_CONNECTIONS = 256
 _SPARE_GRPC_THREADS = 8
 
 logger = logging.getLogger("serving.server")
@@ -42,6 +44,13 @@ def build_parser() -> argparse.ArgumentParser:
     network.add_argument("--rest_api_port", type=int, default=0,
                          help="Port of TF Serving's REST API (/v1/models/...); 0 disables it.")
     network.add_argument("--rest_api_timeout_in_ms", type=int, default=30000, help="Deadline of a REST request.")
+    network.add_argument("--rest_api_num_threads", type=int, default=DEFAULT_REST_API_NUM_THREADS,
+                         help="Threads answering REST connections (each serves one request at a time); "
+                              "more connections wait, up to --rest_api_max_connections.")
+    network.add_argument("--rest_api_max_connections", type=int, default=DEFAULT_REST_API_MAX_CONNECTIONS,
+                         help="REST connections waiting for a thread, and idle keep-alive connections held "
+                              "open, each at most this; past it a new connection gets HTTP 503 and an "
+                              "answered one is closed instead of kept alive.")
     network.add_argument("--monitoring_port", type=int, default=0,
                          help="Port serving Prometheus metrics at /metrics; 0 disables it.")
     network.add_argument("--grpc_max_threads", type=int,
@@ -119,7 +128,8 @@ def check_arguments(parser: argparse.ArgumentParser, arguments: argparse.Namespa
         parser.error("--health_checks_without_token needs --auth_token_file")
     if arguments.batching_parameters_file and not arguments.enable_batching:
         parser.error("--batching_parameters_file needs --enable_batching")
-    for flag in ("max_batch_size", "max_concurrent_requests", "max_message_bytes"):
+    for flag in ("max_batch_size", "max_concurrent_requests", "max_message_bytes", "rest_api_num_threads",
+                 "rest_api_max_connections"):
         if getattr(arguments, flag) < 1:
             parser.error(f"--{flag} must be at least 1")
     if arguments.max_message_bytes >= 2**31:

@@ -88,6 +88,7 @@ class InferenceService:
         check_input_names(signature, inputs)
         for alias, array in inputs.items():
             tensors.check_input(alias, array, signature.inputs[alias])
+        check_rows_agree(signature, inputs)
         self.check_batch_size(inputs)
         output_aliases = []
         for alias in output_filter:
@@ -117,6 +118,9 @@ class InferenceService:
                 rows = int(array)
             else:
                 continue
+            if rows < 0:
+                raise invalid_argument(f"Input {alias} asks for {rows} rows; send a number of rows from 0 to "
+                                       f"{self.max_batch_size}")
             if rows > self.max_batch_size:
                 raise invalid_argument(
                     f"Input {alias} asks for {rows} rows; this server takes at most {self.max_batch_size} rows "
@@ -254,6 +258,26 @@ def check_input_names(signature, received_names) -> None:
             f"len({{{','.join(sorted(received))}}}) != len({{{','.join(sorted(expected))}}}). "
             f"Sent extra: {{{','.join(sorted(received - expected))}}}. "
             f"Missing but required: {{{','.join(sorted(expected - received))}}}.")
+
+
+def check_rows_agree(signature, inputs: dict) -> None:
+    """Checks that the inputs with a batch axis (axis 0 of unknown size) have the same number of rows.
+
+    TensorFlow would fail deep inside the model (a ConcatOp or a scan) with a
+    message that does not say which inputs disagree.
+
+    Raises:
+        ServingError: INVALID_ARGUMENT naming each input's rows.
+    """
+    rows = {}
+    for alias, array in inputs.items():
+        dims = tensors.tensor_info_dims(signature.inputs[alias])
+        if dims and dims[0] < 0 and array.ndim:
+            rows[alias] = array.shape[0]
+    if len(set(rows.values())) > 1:
+        listed = ", ".join(f"{alias} has {count}" for alias, count in sorted(rows.items()))
+        raise invalid_argument(f"The inputs disagree on the number of rows ({listed}); send one row per "
+                               "sequence in every input")
 
 
 def serialized_examples(request_input) -> np.ndarray:

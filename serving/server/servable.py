@@ -92,6 +92,12 @@ class Servable:
                        for alias, value in inputs.items()}
             outputs = function(**tensors)
             return {alias: tensor.numpy() for alias, tensor in outputs.items()}
+        except UnicodeDecodeError:
+            # TensorFlow failed and its message, quoting bytes of the input, is not
+            # text (seen for serialized tf.Examples that do not parse).
+            raise errors.invalid_argument(
+                f"Signature {signature_name} could not use its inputs, and TensorFlow's message about it is not "
+                "UTF-8 text: check the inputs (serialized tf.Examples must parse as tensorflow.Example)") from None
         except Exception as error:  # the model's failure becomes this request's error only
             raise errors.from_exception(error) from None
 
