@@ -74,8 +74,11 @@ def _read_pem(path: os.PathLike | None, flag: str) -> bytes | None:
         raise ValueError(f"cannot read {flag} {path}: {error}") from None
 
 
-def read_token_file(path: os.PathLike) -> str:
-    """A client's token: the first line of the file that is neither blank nor a `#` comment.
+def read_tokens(path: os.PathLike) -> list[str]:
+    """The tokens of a token file: its lines that are neither blank nor a `#` comment, stripped.
+
+    The server reads every token of `--auth_token_file` (to rotate them), a
+    client the first.
 
     Raises:
         ValueError: The file cannot be read or holds no token.
@@ -84,10 +87,19 @@ def read_token_file(path: os.PathLike) -> str:
         lines = pathlib.Path(path).read_text(encoding="utf-8").splitlines()
     except (OSError, UnicodeDecodeError) as error:
         raise ValueError(f"cannot read --auth_token_file {path}: {error}") from None
-    for line in lines:
-        if line.strip() and not line.lstrip().startswith("#"):
-            return line.strip()
-    raise ValueError(f"--auth_token_file {path} holds no token")
+    tokens = [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
+    if not tokens:
+        raise ValueError(f"--auth_token_file {path} holds no token (one per line)")
+    return tokens
+
+
+def read_token_file(path: os.PathLike) -> str:
+    """A client's token: the first token of the file (see `read_tokens`).
+
+    Raises:
+        ValueError: The file cannot be read or holds no token.
+    """
+    return read_tokens(path)[0]
 
 
 # === The flags ===

@@ -19,12 +19,12 @@ import dataclasses
 import hashlib
 import hmac
 import os
-import pathlib
 import threading
 
 import grpc
 from google.protobuf.message import DecodeError
 
+from serving.client.connection import read_tokens
 from serving.protocol.errors import ServingError
 
 HEALTH_METHOD_PREFIX = "/grpc.health.v1.Health/"
@@ -104,13 +104,7 @@ class TokenChecker:
         Raises:
             ValueError: The file cannot be read or holds no token.
         """
-        try:
-            lines = pathlib.Path(path).read_text(encoding="utf-8").splitlines()
-        except (OSError, UnicodeDecodeError) as error:
-            raise ValueError(f"cannot read --auth_token_file {path}: {error}") from None
-        tokens = [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
-        if not tokens:
-            raise ValueError(f"--auth_token_file {path} holds no token (one per line)")
+        tokens = read_tokens(path)
         if any(any(character.isspace() for character in token) for token in tokens):
             raise ValueError(f"--auth_token_file {path}: a token must not contain spaces")
         return cls(tuple(_digest(token) for token in tokens), health_checks_without_token)
