@@ -1,8 +1,9 @@
 """Recurrent cells: the Keras layers by name, and the zoo's gate-selectable LSTM.
 
 The zoo builds every model from one backbone whose cell type is a string. Three
-names map to the Keras layers (`simple_rnn`, `lstm`, `gru`, which use the fused
-kernels where the backend has them); `gated_lstm` is the zoo's own cell, an LSTM
+names map to the Keras layers (`simple_rnn`, `lstm`, `gru`: cuDNN's kernels on a
+GPU; on a CPU the zoo's LSTM and GRU run their own fused loops, `zoo/fused_lstm.py`
+and `zoo/fused_gru.py`); `gated_lstm` is the zoo's own cell, an LSTM
 whose input, forget and output gates can each be switched off, with or without
 peephole connections, for reproducing gate-ablation studies.
 """
@@ -14,6 +15,7 @@ from typing import Iterable, Sequence
 import keras
 from keras import ops
 
+from zoo.fused_gru import GRU
 from zoo.fused_lstm import LSTM
 from zoo.names import CELL_TYPES, GATES
 
@@ -273,7 +275,7 @@ def make_recurrent_layer(
     layer_class = {
         "simple_rnn": keras.layers.SimpleRNN,
         "lstm": LSTM,  # keras.layers.LSTM with a fused CPU loop (zoo/fused_lstm.py)
-        "gru": keras.layers.GRU,
+        "gru": GRU,  # keras.layers.GRU with a fused CPU loop (zoo/fused_gru.py)
     }[cell]
     return layer_class(units, recurrent_dropout=recurrent_dropout, **kernels, **common)
 

@@ -1,0 +1,133 @@
+"""A GRU layer whose CPU loop does only the recurrent work, with its own gradient.
+
+The same design as `zoo.fused_lstm`, for Keras' GRU with `reset_after=True`
+(its default, and cuDNN's): per step
+
+    [x_z, x_r, x_h] = x_t W + b_in          all steps in one product, before the loop
+    [u_z, u_r, u_h] = h_{t-1} U + b_rec      in the loop
+    z = sigmoid(x_z + u_z), r = sigmoid(x_r + u_r), n = tanh(x_h + r * u_h)
+    h_t = z * h_{t-1} + (1 - z) * n
+
+The backward loop keeps only `dz_t U^T`; the weight and input gradients are
+products over the whole window after it. Masks and `go_backwards` behave as in
+Keras. `GRU` is `keras.layers.GRU` taking this path where it applies, and
+`RNN_ZOO_FUSED_GRU=0` turns it off.
+"""
+
+from __future__ import annotations
+
+import os
+
+import keras
+import tensorflow as tf
+
+ENVIRONMENT_SWITCH = "RNN_ZOO_FUSED_GRU"
+
+
+def fused_gru_enabled() -> bool:
+    """Whether the fused path is on (`RNN_ZOO_FUSED_GRU` unset, or not 0/false/no/off)."""
+    return os.environ.get(ENVIRONMENT_SWITCH, "1").strip().lower() not in ("0", "false", "no", "off")
+
+
+def fused_gru(inputs, h0, mask, kernel, recurrent_kernel, bias, *, go_backwards=False):
+    """Runs a GRU (reset after the product) over a window, as `keras.layers.GRU` does.
+
+    Args:
+        inputs: (batch, time, features); h0: (batch, units).
+        mask: (batch, time) booleans, or None for all steps real.
+        kernel, recurrent_kernel, bias: Keras' GRU weights, gates in the order
+            update, reset, candidate: (features, 3u), (u, 3u), (2, 3u).
+        go_backwards: Read the window from its last step to its first.
+
+    Returns:
+        (last_output, outputs, [h]) as Keras' backend returns them.
+    """
+    dtype = inputs.dtype
+    x = tf.transpose(inputs, [1, 0, 2])  # (time, batch, features)
+    m = tf.ones(tf.shape(x)[:2], dtype=dtype) if mask is None else tf.cast(tf.transpose(mask), dtype)
+    if go_backwards:
+        x, m = tf.reverse(x, [0]), tf.reverse(m, [0])
+    kernel, recurrent_kernel, bias = (tf.cast(tf.convert_to_tensor(w), dtype)
+                                      for w in (kernel, recurrent_kernel, bias))
+    outputs, h = _gru_window(x, m[:, :, None], tf.cast(h0, dtype), kernel, recurrent_kernel,
+                             bias[0], bias[1])
+    outputs = tf.transpose(outputs, [1, 0, 2])
+    return outputs[:, -1], outputs, [h]
+
+
+@tf.custom_gradient
+def _gru_window(x, m, h0, kernel, recurrent_kernel, input_bias, recurrent_bias):
+    """Time-major GRU over x (T, B, D) with step mask m (T, B, 1): outputs (T, B, U), h."""
+    steps, batch, features = tf.shape(x)[0], tf.shape(x)[1], tf.shape(x)[2]
+    units = tf.shape(recurrent_kernel)[0]
+    x_flat = tf.reshape(x, [-1, features])
+    x_proj = tf.reshape(tf.matmul(x_flat, kernel) + input_bias, [steps, batch, 3 * units])
+
+    def step(carry, inputs):
+        h, out, _ = carry
+        x_t, keep = inputs
+        x_z, x_r, x_h = tf.split(x_t, 3, axis=1)
+        u = tf.matmul(h, recurrent_kernel) + recurrent_bias
+        u_z, u_r, u_h = tf.split(u, 3, axis=1)
+        z, r = tf.sigmoid(x_z + u_z), tf.sigmoid(x_r + u_r)
+        n = tf.tanh(x_h + r * u_h)
+        h_new = z * h + (1 - z) * n
+        saved = tf.concat([z, r, n, u_h], axis=1)  # what the backward step needs
+        return keep * h_new + (1 - keep) * h, keep * h_new + (1 - keep) * out, saved
+
+    zeros = tf.zeros_like(h0)
+    start = (h0, zeros, tf.zeros([batch, 4 * units], x.dtype))
+    hs, outs, saved = tf.scan(step, (x_proj, m), initializer=start)
+
+    def gradient(d_outputs, d_h):
+        h_prev = tf.concat([h0[None], hs[:-1]], axis=0)
+
+        def back(carry, inputs):
+            dh, d_out, _, _ = carry  # gradients reaching h_t and out_t from later steps
+            d_output, keep, step_saved, h_before = inputs
+            z, r, n, u_h = tf.split(step_saved, 4, axis=1)
+            d_out_total = d_out + d_output
+            dh_new = keep * (dh + d_out_total)
+            d_n = dh_new * (1 - z) * (1 - n * n)           # through tanh
+            d_z = dh_new * (h_before - n) * z * (1 - z)    # through sigmoid
+            d_r = d_n * u_h * r * (1 - r)
+            d_x = tf.concat([d_z, d_r, d_n], axis=1)        # into x W + b_in
+            d_u = tf.concat([d_z, d_r, d_n * r], axis=1)    # into h U + b_rec
+            dh_before = ((1 - keep) * dh + dh_new * z
+                         + tf.matmul(d_u, recurrent_kernel, transpose_b=True))
+            return dh_before, (1 - keep) * d_out_total, d_x, d_u
+
+        empty = tf.zeros([batch, 3 * units], x.dtype)
+        last = (d_h, tf.zeros_like(d_h), empty, empty)
+        dhs, _, d_xs, d_us = tf.scan(back, (d_outputs, m, saved, h_prev), initializer=last, reverse=True)
+        d_x_flat, d_u_flat = tf.reshape(d_xs, [-1, 3 * units]), tf.reshape(d_us, [-1, 3 * units])
+        d_kernel = tf.matmul(x_flat, d_x_flat, transpose_a=True)
+        d_recurrent = tf.matmul(tf.reshape(h_prev, [-1, units]), d_u_flat, transpose_a=True)
+        d_inputs = tf.reshape(tf.matmul(d_x_flat, kernel, transpose_b=True), [steps, batch, features])
+        return (d_inputs, tf.zeros_like(m), dhs[0], d_kernel, d_recurrent,
+                tf.reduce_sum(d_x_flat, axis=0), tf.reduce_sum(d_u_flat, axis=0))
+
+    return (outs, hs[-1]), gradient
+
+
+@keras.saving.register_keras_serializable(package="zoo")
+class GRU(keras.layers.GRU):
+    """`keras.layers.GRU` with the fused CPU loop of `fused_gru` where it applies."""
+
+    def inner_loop(self, sequences, initial_state, mask, training=False):
+        if isinstance(mask, (list, tuple)):
+            mask = mask[0]
+        if self._fused_applies(training):
+            state = initial_state[0] if isinstance(initial_state, (list, tuple)) else initial_state
+            return fused_gru(sequences, state, mask, self.cell.kernel, self.cell.recurrent_kernel,
+                             self.cell.bias, go_backwards=self.go_backwards)
+        return super().inner_loop(sequences, initial_state, mask, training=training)
+
+    def _fused_applies(self, training) -> bool:
+        cell = self.cell
+        return (fused_gru_enabled()
+                and not tf.config.list_logical_devices("GPU")  # cuDNN's kernel is faster there
+                and cell.use_bias and cell.reset_after and not self.unroll and not self.zero_output_for_mask
+                and cell.activation is keras.activations.tanh
+                and cell.recurrent_activation is keras.activations.sigmoid
+                and not (training and (cell.dropout or cell.recurrent_dropout)))
