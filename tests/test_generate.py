@@ -570,3 +570,20 @@ def test_cli_streams_from_a_saved_model(exported_models, capsys):
     out = capsys.readouterr().out
     expected = generate(SavedModelBackend(paths["gru"]), ["ROMEO:"], max_new_tokens=10, seed=3).full_texts[0]
     assert out == expected + "\n"
+
+
+def test_the_vocabulary_is_read_in_calls_a_server_s_batch_limit_allows():
+    # A 10k-word model's vocabulary in one detokenize call is 10k rows, which a
+    # server with --max_batch_size 1024 refuses (make demo failed so).
+    from serving.generation.backends import VOCABULARY_ROWS_PER_CALL, _vocabulary_from_detokenize
+
+    calls = []
+
+    def detokenize_rows(rows):
+        assert rows.shape[1] == 1 and len(rows) <= VOCABULARY_ROWS_PER_CALL
+        calls.append(len(rows))
+        return [f"w{int(row[0])}" for row in rows]
+
+    size = 2 * VOCABULARY_ROWS_PER_CALL + 7
+    assert _vocabulary_from_detokenize(detokenize_rows, size) == [f"w{i}" for i in range(size)]
+    assert calls == [VOCABULARY_ROWS_PER_CALL, VOCABULARY_ROWS_PER_CALL, 7]

@@ -70,9 +70,18 @@ def pad_rows(rows: Sequence[Sequence[int]]) -> np.ndarray:
     return padded
 
 
+# Rows per detokenize call when reading the vocabulary: well under a server's
+# --max_batch_size (1024 by default), so a 10k-word vocabulary takes 40 calls.
+VOCABULARY_ROWS_PER_CALL = 256
+
+
 def _vocabulary_from_detokenize(detokenize_rows: Callable, vocabulary_size: int) -> list[str]:
-    """Every token's text, read from the model itself in one detokenize call."""
-    return detokenize_rows(np.arange(vocabulary_size, dtype=np.int64).reshape(-1, 1))
+    """Every token's text, read from the model itself, one row per token, a few hundred rows a call."""
+    ids = np.arange(vocabulary_size, dtype=np.int64).reshape(-1, 1)
+    strings = []
+    for start in range(0, vocabulary_size, VOCABULARY_ROWS_PER_CALL):
+        strings.extend(detokenize_rows(ids[start:start + VOCABULARY_ROWS_PER_CALL]))
+    return strings
 
 
 def _separator(token_strings: Sequence[str], detokenize_rows: Callable) -> str:
