@@ -21,6 +21,8 @@ import os
 import keras
 import tensorflow as tf
 
+from zoo.fused_lstm import cast_all, fused_loop_applies, time_major
+
 ENVIRONMENT_SWITCH = "RNN_ZOO_FUSED_GRU"
 
 
@@ -42,15 +44,9 @@ def fused_gru(inputs, h0, mask, kernel, recurrent_kernel, bias, *, go_backwards=
     Returns:
         (last_output, outputs, [h]) as Keras' backend returns them.
     """
-    dtype = inputs.dtype
-    x = tf.transpose(inputs, [1, 0, 2])  # (time, batch, features)
-    m = tf.ones(tf.shape(x)[:2], dtype=dtype) if mask is None else tf.cast(tf.transpose(mask), dtype)
-    if go_backwards:
-        x, m = tf.reverse(x, [0]), tf.reverse(m, [0])
-    kernel, recurrent_kernel, bias = (tf.cast(tf.convert_to_tensor(w), dtype)
-                                      for w in (kernel, recurrent_kernel, bias))
-    outputs, h = _gru_window(x, m[:, :, None], tf.cast(h0, dtype), kernel, recurrent_kernel,
-                             bias[0], bias[1])
+    x, m = time_major(inputs, mask, go_backwards)
+    kernel, recurrent_kernel, bias, h0 = cast_all(inputs.dtype, kernel, recurrent_kernel, bias, h0)
+    outputs, h = _gru_window(x, m, h0, kernel, recurrent_kernel, bias[0], bias[1])
     outputs = tf.transpose(outputs, [1, 0, 2])
     return outputs[:, -1], outputs, [h]
 
@@ -124,10 +120,4 @@ class GRU(keras.layers.GRU):
         return super().inner_loop(sequences, initial_state, mask, training=training)
 
     def _fused_applies(self, training) -> bool:
-        cell = self.cell
-        return (fused_gru_enabled()
-                and not tf.config.list_logical_devices("GPU")  # cuDNN's kernel is faster there
-                and cell.use_bias and cell.reset_after and not self.unroll and not self.zero_output_for_mask
-                and cell.activation is keras.activations.tanh
-                and cell.recurrent_activation is keras.activations.sigmoid
-                and not (training and (cell.dropout or cell.recurrent_dropout)))
+        return fused_gru_enabled() and self.cell.reset_after and fused_loop_applies(self, training)

@@ -58,20 +58,41 @@ def fused_lstm(inputs, h0, c0, mask, kernel, recurrent_kernel, bias, *, go_backw
         (last_output, outputs, [h, c]) as Keras' backend returns them:
         outputs (batch, time, units) in the order the steps were read.
     """
-    dtype = inputs.dtype
-    x = tf.transpose(inputs, [1, 0, 2])  # (time, batch, features)
-    if mask is None:
-        m = tf.ones(tf.shape(x)[:2], dtype=dtype)
-    else:
-        m = tf.cast(tf.transpose(mask), dtype)  # (time, batch)
-    if go_backwards:
-        x, m = tf.reverse(x, [0]), tf.reverse(m, [0])
-    kernel, recurrent_kernel, bias = (tf.cast(tf.convert_to_tensor(w), dtype)
-                                      for w in (kernel, recurrent_kernel, bias))
-    outputs, h, c = _lstm_window(x, m[:, :, None], tf.cast(h0, dtype), tf.cast(c0, dtype),
-                                 kernel, recurrent_kernel, bias)
+    x, m = time_major(inputs, mask, go_backwards)
+    kernel, recurrent_kernel, bias, h0, c0 = cast_all(inputs.dtype, kernel, recurrent_kernel, bias, h0, c0)
+    outputs, h, c = _lstm_window(x, m, h0, c0, kernel, recurrent_kernel, bias)
     outputs = tf.transpose(outputs, [1, 0, 2])  # (batch, time, units)
     return outputs[:, -1], outputs, [h, c]
+
+
+def time_major(inputs, mask, go_backwards: bool):
+    """(time, batch, features) inputs and a (time, batch, 1) step mask of their dtype,
+    in the order the steps are read."""
+    x = tf.transpose(inputs, [1, 0, 2])
+    if mask is None:
+        m = tf.ones(tf.shape(x)[:2], dtype=inputs.dtype)
+    else:
+        m = tf.cast(tf.transpose(mask), inputs.dtype)
+    if go_backwards:
+        x, m = tf.reverse(x, [0]), tf.reverse(m, [0])
+    return x, m[:, :, None]
+
+
+def cast_all(dtype, *tensors):
+    """The weights and states as tensors of the inputs' dtype (bfloat16 under a mixed policy)."""
+    return [tf.cast(tf.convert_to_tensor(tensor), dtype) for tensor in tensors]
+
+
+def fused_loop_applies(layer, training) -> bool:
+    """What a fused loop needs of a Keras recurrent layer, whichever the cell: no GPU
+    (cuDNN's kernel is faster there), the default activations, a bias, no unrolling,
+    and no dropout inside the layer while training."""
+    cell = layer.cell
+    return (not tf.config.list_logical_devices("GPU")
+            and cell.use_bias and not layer.unroll and not layer.zero_output_for_mask
+            and cell.activation is keras.activations.tanh
+            and cell.recurrent_activation is keras.activations.sigmoid
+            and not (training and (cell.dropout or cell.recurrent_dropout)))
 
 
 @tf.custom_gradient
@@ -142,10 +163,4 @@ class LSTM(keras.layers.LSTM):
         return super().inner_loop(sequences, initial_state, mask, training=training)
 
     def _fused_applies(self, training) -> bool:
-        cell = self.cell
-        return (fused_lstm_enabled()
-                and not tf.config.list_logical_devices("GPU")  # cuDNN's kernel is faster there
-                and cell.use_bias and not self.unroll and not self.zero_output_for_mask
-                and cell.activation is keras.activations.tanh
-                and cell.recurrent_activation is keras.activations.sigmoid
-                and not (training and (cell.dropout or cell.recurrent_dropout)))
+        return fused_lstm_enabled() and fused_loop_applies(self, training)
