@@ -416,12 +416,17 @@ def run_worker(spec: dict, requests: Iterable, emit: Callable[[dict], None]) -> 
 
 def _worker_main(spec_json: str) -> int:
     os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+    spec = json.loads(spec_json)
+    if spec["side"] == "zoo":
+        from training.quiet import prefer_onednn
+
+        prefer_onednn()  # as rnn-zoo-train does
 
     def emit(record):
         sys.stdout.write(RECORD_MARKER + json.dumps(record) + "\n")
         sys.stdout.flush()
 
-    run_worker(json.loads(spec_json), iter(sys.stdin.readline, ""), emit)
+    run_worker(spec, iter(sys.stdin.readline, ""), emit)
     return 0
 
 

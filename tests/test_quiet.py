@@ -5,6 +5,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 REPOSITORY_ROOT = Path(__file__).resolve().parent.parent
 # Lines TensorFlow's C++ side prints at import on CPU machines (which ones depends on the CPU).
 NOISE = ("All log messages before absl::InitializeLog()", "I0000 ", "E0000 ", "W0000 ", "cuInit",
@@ -49,3 +51,25 @@ def test_a_failing_import_replays_what_it_wrote(tmp_path):
     assert completed.returncode == 1
     assert "F0000 fatal: libtensorflow_framework.so.2 not found" in completed.stderr
     assert "ImportError: cannot load tensorflow" in completed.stderr
+
+
+@pytest.mark.parametrize("user_value, expected", [(None, "1"), ("0", "0")])
+def test_training_turns_onednn_on_unless_the_user_chose(user_value, expected):
+    # TensorFlow leaves oneDNN off on AVX2-only CPUs; rnn-zoo-train turns it on, and keeps a user's 0.
+    script = ("import os; from training.quiet import prefer_onednn; prefer_onednn(); "
+              "print(os.environ['TF_ENABLE_ONEDNN_OPTS'])")
+    environment = _environment(**({} if user_value is None else {"TF_ENABLE_ONEDNN_OPTS": user_value}))
+    if user_value is None:
+        environment.pop("TF_ENABLE_ONEDNN_OPTS", None)
+    completed = subprocess.run([sys.executable, "-c", script], cwd=REPOSITORY_ROOT, env=environment,
+                               capture_output=True, text=True, timeout=60)
+    assert completed.stdout.split() == [expected], completed.stderr
+
+
+def test_onednn_is_left_alone_once_tensorflow_is_imported():
+    script = ("import os, tensorflow; os.environ.pop('TF_ENABLE_ONEDNN_OPTS', None); "
+              "from training.quiet import prefer_onednn; prefer_onednn(); "
+              "print(os.environ.get('TF_ENABLE_ONEDNN_OPTS', 'unset'))")
+    completed = subprocess.run([sys.executable, "-c", script], cwd=REPOSITORY_ROOT, env=_environment(),
+                               capture_output=True, text=True, timeout=120)
+    assert completed.stdout.split() == ["unset"], "too late to matter, so it is not pretended"

@@ -86,6 +86,31 @@ def test_perplexity_is_exp_of_mean_cross_entropy():
     assert np.isfinite(np.asarray(logits)).all()
 
 
+def test_trainer_takes_perplexity_from_the_loss_with_one_softmax_per_step():
+    import tensorflow as tf
+
+    model = tiny_language_model()
+    ids = np.arange(200) % 9 + 2
+    trainer = CarriedStateTrainer(model, batch_size=4)
+    trainer.compile(optimizer="sgd", loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                    metrics=[Perplexity()])  # dropped as a duplicate of the trainer's own
+    assert [metric.name for metric in trainer.metrics] == ["loss", "perplexity"]
+    history = trainer.fit(lm_dataset(ids, 4, 5), epochs=2, verbose=0).history
+    for loss, value in zip(history["loss"], history["perplexity"]):
+        assert value == pytest.approx(math.exp(loss), rel=1e-5)
+    tokens = tf.zeros((4, 5), tf.int32)
+    graph = tf.function(trainer.train_step).get_concrete_function((tokens, tokens)).graph
+    softmaxes = [op for op in graph.get_operations() if op.type == "SparseSoftmaxCrossEntropyWithLogits"]
+    assert len(softmaxes) == 1, "the loss's softmax only; the metric must not run a second one"
+
+
+def test_perplexity_from_a_known_mean():
+    metric = Perplexity()
+    metric.update_from_mean(2.0, 30)
+    metric.update_from_mean(1.0, 10)
+    assert float(metric.result()) == pytest.approx(math.exp((2.0 * 30 + 1.0 * 10) / 40), rel=1e-6)
+
+
 def test_perplexity_metric_values():
     metric = Perplexity()
     logits = np.log(np.array([[[0.5, 0.25, 0.25], [0.1, 0.8, 0.1]]], dtype="float32"))

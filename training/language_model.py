@@ -21,7 +21,7 @@ import numpy as np
 import tensorflow as tf
 
 from training.lm_batching import lm_dataset, num_batches
-from training.metrics import perplexity
+from training.metrics import Perplexity, perplexity
 
 
 class CarriedStateTrainer(keras.Model):
@@ -58,8 +58,20 @@ class CarriedStateTrainer(keras.Model):
         # initial state instead of the carried one.
         self.train_at_start = self._replica_variable((), "bool", "train_at_start")
         self.eval_at_start = self._replica_variable((), "bool", "eval_at_start")
+        self.perplexity = Perplexity()  # see compile()
 
         self.build((self.batch_size, None))
+
+    def compile(self, *args, metrics=None, **kwargs):
+        """As `keras.Model.compile`; the trainer reports the perplexity itself.
+
+        Its `Perplexity` is fed from the loss, which already is the batch's
+        mean cross-entropy per token, so no second softmax over the vocabulary
+        runs (at the medium shape that softmax is a twentieth of a training
+        step). A `Perplexity` passed in `metrics` is dropped as a duplicate.
+        """
+        others = [metric for metric in metrics or [] if not isinstance(metric, Perplexity)]
+        super().compile(*args, metrics=others or None, **kwargs)
 
     @staticmethod
     def _replica_variable(shape, dtype, name):
@@ -147,11 +159,16 @@ class CarriedStateTrainer(keras.Model):
         return self._update_metrics(loss, targets, logits)
 
     def _update_metrics(self, loss, targets, logits):
+        # The loss is the per-token mean over this replica's rows, which Keras
+        # scaled by 1/replicas: unscaled, it is what the loss metric and the
+        # perplexity need, without a second softmax over the vocabulary.
+        replicas = tf.distribute.get_strategy().num_replicas_in_sync
+        mean_cross_entropy = loss * tf.cast(replicas, loss.dtype)
         for metric in self.metrics:
             if metric.name == "loss":
-                # The per-token mean of this replica's rows, unscaled.
-                replicas = tf.distribute.get_strategy().num_replicas_in_sync
-                metric.update_state(loss * tf.cast(replicas, loss.dtype))
+                metric.update_state(mean_cross_entropy)
+            elif isinstance(metric, Perplexity):
+                metric.update_from_mean(mean_cross_entropy, tf.size(targets))
             else:
                 metric.update_state(targets, logits)
         results = {metric.name: metric.result() for metric in self.metrics}

@@ -42,6 +42,17 @@ class Perplexity(keras.metrics.Metric):
         self.total.assign_add(ops.sum(cross_entropy * sample_weight))
         self.count.assign_add(ops.sum(sample_weight))
 
+    def update_from_mean(self, mean_cross_entropy, count):
+        """Adds `count` tokens whose mean cross-entropy is already known.
+
+        A trainer that has just computed the loss (the same mean over the
+        same tokens) passes it here rather than have `update_state` run the
+        softmax over the whole vocabulary a second time.
+        """
+        count = ops.cast(count, self.count.dtype)
+        self.total.assign_add(ops.cast(mean_cross_entropy, self.total.dtype) * count)
+        self.count.assign_add(count)
+
     def result(self):
         return ops.exp(self.total / ops.maximum(self.count, 1.0))
 

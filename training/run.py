@@ -322,7 +322,7 @@ def compile_for_training(model, config: dict, strategy: tf.distribute.Strategy |
     if config["task"] == "language_model":
         trainer = CarriedStateTrainer(model, batch_size=training["batch_size"],
                                       sum_loss_over_time=training.get("sum_loss_over_time", False))
-        trainer.compile(optimizer=optimizer, loss=loss, metrics=[Perplexity()])
+        trainer.compile(optimizer=optimizer, loss=loss)  # it reports perplexity itself
         return trainer
     accuracy = keras.metrics.SparseCategoricalAccuracy(name="accuracy")
     model.build((None, None))  # BackupAndRestore needs built weights before fit

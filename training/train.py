@@ -17,6 +17,7 @@ import logging
 import sys
 
 from training.cli import parse_assignment, quiet_tensorflow_logs, zoo_catalog
+from training.quiet import prefer_onednn
 
 # Keys of the data options the command line sets (training.run.DATA_KEYS, less
 # those only a preset or the defaults give).
@@ -96,6 +97,7 @@ def main(argv=None) -> int:
             print(f"{name:24s} {preset['task']:15s} {preset['description']}")
         return 0
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    prefer_onednn()  # training's matrix products, on CPUs where TensorFlow leaves oneDNN off
     quiet_tensorflow_logs()
     from training.distribution import make_strategy
     from training.errors import DataError

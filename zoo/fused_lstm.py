@@ -60,7 +60,8 @@ def fused_lstm(inputs, h0, c0, mask, kernel, recurrent_kernel, bias, *, go_backw
     """
     x, m = time_major(inputs, mask, go_backwards)
     kernel, recurrent_kernel, bias, h0, c0 = cast_all(inputs.dtype, kernel, recurrent_kernel, bias, h0, c0)
-    outputs, h, c = _lstm_window(x, m, h0, c0, kernel, recurrent_kernel, bias)
+    window = _lstm_window if mask is not None else _lstm_window_unmasked
+    outputs, h, c = window(x, m, h0, c0, kernel, recurrent_kernel, bias)
     outputs = tf.transpose(outputs, [1, 0, 2])  # (batch, time, units)
     return outputs[:, -1], outputs, [h, c]
 
@@ -95,59 +96,92 @@ def fused_loop_applies(layer, training) -> bool:
             and not (training and (cell.dropout or cell.recurrent_dropout)))
 
 
-@tf.custom_gradient
-def _lstm_window(x, m, h0, c0, kernel, recurrent_kernel, bias):
-    """Time-major LSTM over x (T, B, D) with step mask m (T, B, 1): outputs (T, B, U), h, c."""
-    steps, batch, features = tf.shape(x)[0], tf.shape(x)[1], tf.shape(x)[2]
-    units = tf.shape(recurrent_kernel)[0]
-    x_flat = tf.reshape(x, [-1, features])
-    z_x = tf.reshape(tf.matmul(x_flat, kernel) + bias, [steps, batch, 4 * units])
+def _blend(keep, new, old):
+    """A masked loop's update: `new` where the step is real (keep 1), `old` where masked."""
+    return new if keep is None else keep * new + (1 - keep) * old
 
-    def step(carry, inputs):
-        h, c, out, _, _ = carry
-        z_in, keep = inputs
-        z = z_in + tf.matmul(h, recurrent_kernel)
-        i, f, g, o = tf.split(z, 4, axis=1)
-        i, f, g, o = tf.sigmoid(i), tf.sigmoid(f), tf.tanh(g), tf.sigmoid(o)
-        c_new = f * c + i * g
-        tanh_c = tf.tanh(c_new)
-        h_new = o * tanh_c
-        # A masked step keeps the state and repeats the previous output.
-        return (keep * h_new + (1 - keep) * h, keep * c_new + (1 - keep) * c,
-                keep * h_new + (1 - keep) * out, tf.concat([i, f, g, o], axis=1), tanh_c)
 
-    zeros = tf.zeros_like(h0)
-    start = (h0, c0, zeros, tf.zeros([batch, 4 * units], x.dtype), zeros)
-    hs, cs, outs, gates, tanh_cs = tf.scan(step, (z_x, m), initializer=start)
+def _lstm_window_function(masked: bool):
+    """`_lstm_window` for windows with a step mask, or without one (fewer ops per step)."""
 
-    def gradient(d_outputs, d_h, d_c):
-        h_prev = tf.concat([h0[None], hs[:-1]], axis=0)  # the state each step started from
-        c_prev = tf.concat([c0[None], cs[:-1]], axis=0)
+    @tf.custom_gradient
+    def window(x, m, h0, c0, kernel, recurrent_kernel, bias):
+        steps, batch, features = tf.shape(x)[0], tf.shape(x)[1], tf.shape(x)[2]
+        units = tf.shape(recurrent_kernel)[0]
+        x_flat = tf.reshape(x, [-1, features])
+        z_x = tf.reshape(tf.matmul(x_flat, kernel) + bias, [steps, batch, 4 * units])
 
-        def back(carry, inputs):
-            dh, dc, d_out, _ = carry  # gradients reaching h_t, c_t and out_t from later steps
-            d_output, keep, gate, tanh_c, c_before = inputs
-            i, f, g, o = tf.split(gate, 4, axis=1)
-            d_out_total = d_out + d_output
-            dh_new = keep * (dh + d_out_total)
-            dc_new = keep * dc + dh_new * o * (1 - tanh_c * tanh_c)
-            dz = tf.concat([dc_new * g * i * (1 - i), dc_new * c_before * f * (1 - f),
-                            dc_new * i * (1 - g * g), dh_new * tanh_c * o * (1 - o)], axis=1)
-            dh_before = (1 - keep) * dh + tf.matmul(dz, recurrent_kernel, transpose_b=True)
-            dc_before = (1 - keep) * dc + dc_new * f
-            return dh_before, dc_before, (1 - keep) * d_out_total, dz
+        def step(carry, inputs):
+            h, c, out, _, _, _ = carry
+            z_in, keep = inputs if masked else (inputs, None)
+            z = z_in + tf.matmul(h, recurrent_kernel)
+            # One sigmoid over all four gates (the cell gate's is not used)
+            # costs less than three calls on a quarter each.
+            sig = tf.sigmoid(z)
+            i, f, _, o = tf.split(sig, 4, axis=1)
+            g = tf.tanh(tf.split(z, 4, axis=1)[2])
+            c_new = f * c + i * g
+            tanh_c = tf.tanh(c_new)
+            h_new = o * tanh_c
+            # A masked step keeps the state and repeats the previous output.
+            out_new = h_new if keep is None else _blend(keep, h_new, out)
+            return _blend(keep, h_new, h), _blend(keep, c_new, c), out_new, sig, g, tanh_c
 
-        last = (d_h, d_c, tf.zeros_like(d_h), tf.zeros([batch, 4 * units], x.dtype))
-        dhs, dcs, _, dzs = tf.scan(back, (d_outputs, m, gates, tanh_cs, c_prev), initializer=last,
-                                   reverse=True)
-        dz_flat = tf.reshape(dzs, [-1, 4 * units])
-        d_kernel = tf.matmul(x_flat, dz_flat, transpose_a=True)
-        d_recurrent = tf.matmul(tf.reshape(h_prev, [-1, units]), dz_flat, transpose_a=True)
-        d_bias = tf.reduce_sum(dz_flat, axis=0)
-        d_x = tf.reshape(tf.matmul(dz_flat, kernel, transpose_b=True), [steps, batch, features])
-        return d_x, tf.zeros_like(m), dhs[0], dcs[0], d_kernel, d_recurrent, d_bias
+        zeros = tf.zeros_like(h0)
+        start = (h0, c0, zeros, tf.zeros([batch, 4 * units], x.dtype), zeros, zeros)
+        hs, cs, outs, sigs, gs, tanh_cs = tf.scan(step, (z_x, m) if masked else z_x, initializer=start)
 
-    return (outs, hs[-1], cs[-1]), gradient
+        def gradient(d_outputs, d_h, d_c):
+            h_prev = tf.concat([h0[None], hs[:-1]], axis=0)  # the state each step started from
+            c_prev = tf.concat([c0[None], cs[:-1]], axis=0)
+            # Every factor of the backward step that depends on the forward pass
+            # only, for all steps at once, so that the loop does a few products:
+            #   dc_t = dc + dh_t * o (1 - tanh(c)^2)
+            #   dz_t = [dc_t, dc_t, dc_t, dh_t] * local     (gates i, f, g, o)
+            i, f, _, o = tf.split(sigs, 4, axis=2)
+            local = tf.concat([gs * i * (1 - i), c_prev * f * (1 - f), i * (1 - gs * gs),
+                               tanh_cs * o * (1 - o)], axis=2)
+            through_c = o * (1 - tanh_cs * tanh_cs)
+
+            def back(carry, inputs):
+                dh, dc, d_out, _ = carry  # gradients reaching h_t, c_t and out_t from later steps
+                if masked:
+                    d_output, keep, local_t, through_c_t, f_t = inputs
+                    d_out_total = d_out + d_output
+                    dh_new = keep * (dh + d_out_total)
+                    dc_new = keep * dc + dh_new * through_c_t
+                else:  # out_t is h_t: one gradient reaches it
+                    d_output, local_t, through_c_t, f_t = inputs
+                    dh_new = dh + d_output
+                    dc_new = dc + dh_new * through_c_t
+                dz = tf.concat([dc_new, dc_new, dc_new, dh_new], axis=1) * local_t
+                dh_before = tf.matmul(dz, recurrent_kernel, transpose_b=True)
+                dc_before = dc_new * f_t
+                if not masked:
+                    return dh_before, dc_before, d_out, dz
+                return ((1 - keep) * dh + dh_before, (1 - keep) * dc + dc_before,
+                        (1 - keep) * d_out_total, dz)
+
+            last = (d_h, d_c, tf.zeros_like(d_h), tf.zeros([batch, 4 * units], x.dtype))
+            elements = (d_outputs, local, through_c, f)
+            if masked:
+                elements = (d_outputs, m, local, through_c, f)
+            dhs, dcs, _, dzs = tf.scan(back, elements, initializer=last, reverse=True)
+            dz_flat = tf.reshape(dzs, [-1, 4 * units])
+            d_kernel = tf.matmul(x_flat, dz_flat, transpose_a=True)
+            d_recurrent = tf.matmul(tf.reshape(h_prev, [-1, units]), dz_flat, transpose_a=True)
+            d_bias = tf.reduce_sum(dz_flat, axis=0)
+            d_x = tf.reshape(tf.matmul(dz_flat, kernel, transpose_b=True), [steps, batch, features])
+            return d_x, tf.zeros_like(m), dhs[0], dcs[0], d_kernel, d_recurrent, d_bias
+
+        return (outs, hs[-1], cs[-1]), gradient
+
+    return window
+
+
+# Time-major LSTM over x (T, B, D) with step mask m (T, B, 1): outputs (T, B, U), h, c.
+_lstm_window = _lstm_window_function(masked=True)
+_lstm_window_unmasked = _lstm_window_function(masked=False)  # m is ignored: every step is real
 
 
 @keras.saving.register_keras_serializable(package="zoo")
