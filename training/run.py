@@ -54,7 +54,7 @@ from training.precision import compute_in_float32, dtype_policy, resolve_precisi
 from training.datasets import classification_dataset, load_split, tagging_dataset
 from training.language_model import CarriedStateReset, CarriedStateTrainer, evaluate_language_model
 from training.lm_batching import lm_dataset
-from training.metrics import Perplexity, per_tag_accuracy
+from training.metrics import per_tag_accuracy
 from training.plots import PlotHistory, plot_history
 from training.schedules import zaremba_learning_rate
 from training.vocab import LabelVocabulary, Vocabulary
