@@ -42,7 +42,8 @@ def global_norm(gradients) -> tf.Tensor:
             continue
         if isinstance(gradient, tf.IndexedSlices):
             gradient = dense_rows(gradient).values
-        squares.append(tf.reduce_sum(tf.square(tf.cast(gradient, tf.float32))))
+        # l2_loss is sum(g**2) / 2 in one pass, without a tensor of squares.
+        squares.append(2.0 * tf.nn.l2_loss(tf.cast(gradient, tf.float32)))
     return tf.sqrt(tf.add_n(squares))
 
 
