@@ -21,7 +21,7 @@ import os
 import keras
 import tensorflow as tf
 
-from zoo.fused_lstm import cast_all, fused_loop_applies, time_major
+from zoo.fused_lstm import cast_all, fused_loop_applies, masked_update, time_major
 
 ENVIRONMENT_SWITCH = "RNN_ZOO_FUSED_GRU"
 
@@ -46,64 +46,87 @@ def fused_gru(inputs, h0, mask, kernel, recurrent_kernel, bias, *, go_backwards=
     """
     x, m = time_major(inputs, mask, go_backwards)
     kernel, recurrent_kernel, bias, h0 = cast_all(inputs.dtype, kernel, recurrent_kernel, bias, h0)
-    outputs, h = _gru_window(x, m, h0, kernel, recurrent_kernel, bias[0], bias[1])
+    window = _gru_window if mask is not None else _gru_window_unmasked
+    outputs, h = window(x, m, h0, kernel, recurrent_kernel, bias[0], bias[1])
     outputs = tf.transpose(outputs, [1, 0, 2])
     return outputs[:, -1], outputs, [h]
 
 
-@tf.custom_gradient
-def _gru_window(x, m, h0, kernel, recurrent_kernel, input_bias, recurrent_bias):
-    """Time-major GRU over x (T, B, D) with step mask m (T, B, 1): outputs (T, B, U), h."""
-    steps, batch, features = tf.shape(x)[0], tf.shape(x)[1], tf.shape(x)[2]
-    units = tf.shape(recurrent_kernel)[0]
-    x_flat = tf.reshape(x, [-1, features])
-    x_proj = tf.reshape(tf.matmul(x_flat, kernel) + input_bias, [steps, batch, 3 * units])
+def _gru_window_function(masked: bool):
+    """`_gru_window` for windows with a step mask, or without one (fewer ops per step)."""
 
-    def step(carry, inputs):
-        h, out, _ = carry
-        x_t, keep = inputs
-        x_z, x_r, x_h = tf.split(x_t, 3, axis=1)
-        u = tf.matmul(h, recurrent_kernel) + recurrent_bias
-        u_z, u_r, u_h = tf.split(u, 3, axis=1)
-        z, r = tf.sigmoid(x_z + u_z), tf.sigmoid(x_r + u_r)
-        n = tf.tanh(x_h + r * u_h)
-        h_new = z * h + (1 - z) * n
-        saved = tf.concat([z, r, n, u_h], axis=1)  # what the backward step needs
-        return keep * h_new + (1 - keep) * h, keep * h_new + (1 - keep) * out, saved
+    @tf.custom_gradient
+    def window(x, m, h0, kernel, recurrent_kernel, input_bias, recurrent_bias):
+        steps, batch, features = tf.shape(x)[0], tf.shape(x)[1], tf.shape(x)[2]
+        units = tf.shape(recurrent_kernel)[0]
+        x_flat = tf.reshape(x, [-1, features])
+        x_proj = tf.reshape(tf.matmul(x_flat, kernel) + input_bias, [steps, batch, 3 * units])
 
-    zeros = tf.zeros_like(h0)
-    start = (h0, zeros, tf.zeros([batch, 4 * units], x.dtype))
-    hs, outs, saved = tf.scan(step, (x_proj, m), initializer=start)
+        def step(carry, inputs):
+            h, out = carry[:2]
+            x_t, keep = inputs if masked else (inputs, None)
+            x_z, x_r, x_h = tf.split(x_t, 3, axis=1)
+            u = tf.matmul(h, recurrent_kernel) + recurrent_bias
+            u_z, u_r, u_h = tf.split(u, 3, axis=1)
+            z, r = tf.sigmoid(x_z + u_z), tf.sigmoid(x_r + u_r)
+            n = tf.tanh(x_h + r * u_h)
+            h_new = z * h + (1 - z) * n
+            out_new = h_new if keep is None else masked_update(keep, h_new, out)
+            return masked_update(keep, h_new, h), out_new, z, r, n, u_h  # the last four: for the backward pass
 
-    def gradient(d_outputs, d_h):
-        h_prev = tf.concat([h0[None], hs[:-1]], axis=0)
+        zeros = tf.zeros_like(h0)
+        start = (h0, zeros, zeros, zeros, zeros, zeros)
+        hs, outs, z, r, n, u_h = tf.scan(step, (x_proj, m) if masked else x_proj, initializer=start)
 
-        def back(carry, inputs):
-            dh, d_out, _, _ = carry  # gradients reaching h_t and out_t from later steps
-            d_output, keep, step_saved, h_before = inputs
-            z, r, n, u_h = tf.split(step_saved, 4, axis=1)
-            d_out_total = d_out + d_output
-            dh_new = keep * (dh + d_out_total)
-            d_n = dh_new * (1 - z) * (1 - n * n)           # through tanh
-            d_z = dh_new * (h_before - n) * z * (1 - z)    # through sigmoid
-            d_r = d_n * u_h * r * (1 - r)
-            d_x = tf.concat([d_z, d_r, d_n], axis=1)        # into x W + b_in
-            d_u = tf.concat([d_z, d_r, d_n * r], axis=1)    # into h U + b_rec
-            dh_before = ((1 - keep) * dh + dh_new * z
-                         + tf.matmul(d_u, recurrent_kernel, transpose_b=True))
-            return dh_before, (1 - keep) * d_out_total, d_x, d_u
+        def gradient(d_outputs, d_h):
+            h_prev = tf.concat([h0[None], hs[:-1]], axis=0)
+            # The gradient reaching each step's new state, dh_t, is all the loop
+            # has to find; everything else is dh_t times factors of the forward
+            # pass, computed here for all steps at once:
+            #   into x W + b_in:   [d_z, d_r, d_n] = dh_t * into_x
+            #   into h U + b_rec:  [d_z, d_r, d_n * r] = dh_t * into_u
+            #   dh_{t-1} = dh_t * z + [d_z, d_r, d_n * r] U^T
+            through_n = (1 - z) * (1 - n * n)           # tanh's
+            through_z = (h_prev - n) * z * (1 - z)      # sigmoid's
+            through_r = through_n * u_h * r * (1 - r)
+            into_x = tf.concat([through_z, through_r, through_n], axis=2)
+            into_u = tf.concat([through_z, through_r, through_n * r], axis=2)
 
-        empty = tf.zeros([batch, 3 * units], x.dtype)
-        last = (d_h, tf.zeros_like(d_h), empty, empty)
-        dhs, _, d_xs, d_us = tf.scan(back, (d_outputs, m, saved, h_prev), initializer=last, reverse=True)
-        d_x_flat, d_u_flat = tf.reshape(d_xs, [-1, 3 * units]), tf.reshape(d_us, [-1, 3 * units])
-        d_kernel = tf.matmul(x_flat, d_x_flat, transpose_a=True)
-        d_recurrent = tf.matmul(tf.reshape(h_prev, [-1, units]), d_u_flat, transpose_a=True)
-        d_inputs = tf.reshape(tf.matmul(d_x_flat, kernel, transpose_b=True), [steps, batch, features])
-        return (d_inputs, tf.zeros_like(m), dhs[0], d_kernel, d_recurrent,
-                tf.reduce_sum(d_x_flat, axis=0), tf.reduce_sum(d_u_flat, axis=0))
+            def back(carry, inputs):
+                dh, d_out, _ = carry  # gradients reaching h_t and out_t from later steps
+                if masked:
+                    d_output, keep, into_u_t, z_t = inputs
+                    d_out_total = d_out + d_output
+                    dh_new = keep * (dh + d_out_total)
+                else:  # out_t is h_t: one gradient reaches it
+                    d_output, into_u_t, z_t = inputs
+                    dh_new = dh + d_output
+                d_u = tf.concat([dh_new, dh_new, dh_new], axis=1) * into_u_t
+                dh_before = dh_new * z_t + tf.matmul(d_u, recurrent_kernel, transpose_b=True)
+                if not masked:
+                    return dh_before, d_out, dh_new
+                return (1 - keep) * dh + dh_before, (1 - keep) * d_out_total, dh_new
 
-    return (outs, hs[-1]), gradient
+            last = (d_h, tf.zeros_like(d_h), tf.zeros_like(d_h))
+            elements = (d_outputs, m, into_u, z) if masked else (d_outputs, into_u, z)
+            dhs, _, dh_news = tf.scan(back, elements, initializer=last, reverse=True)
+            dh3 = tf.concat([dh_news, dh_news, dh_news], axis=2)
+            d_x_flat = tf.reshape(dh3 * into_x, [-1, 3 * units])
+            d_u_flat = tf.reshape(dh3 * into_u, [-1, 3 * units])
+            d_kernel = tf.matmul(x_flat, d_x_flat, transpose_a=True)
+            d_recurrent = tf.matmul(tf.reshape(h_prev, [-1, units]), d_u_flat, transpose_a=True)
+            d_inputs = tf.reshape(tf.matmul(d_x_flat, kernel, transpose_b=True), [steps, batch, features])
+            return (d_inputs, tf.zeros_like(m), dhs[0], d_kernel, d_recurrent,
+                    tf.reduce_sum(d_x_flat, axis=0), tf.reduce_sum(d_u_flat, axis=0))
+
+        return (outs, hs[-1]), gradient
+
+    return window
+
+
+# Time-major GRU over x (T, B, D) with step mask m (T, B, 1): outputs (T, B, U), h.
+_gru_window = _gru_window_function(masked=True)
+_gru_window_unmasked = _gru_window_function(masked=False)  # m is ignored: every step is real
 
 
 @keras.saving.register_keras_serializable(package="zoo")

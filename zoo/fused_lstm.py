@@ -96,7 +96,7 @@ def fused_loop_applies(layer, training) -> bool:
             and not (training and (cell.dropout or cell.recurrent_dropout)))
 
 
-def _blend(keep, new, old):
+def masked_update(keep, new, old):
     """A masked loop's update: `new` where the step is real (keep 1), `old` where masked."""
     return new if keep is None else keep * new + (1 - keep) * old
 
@@ -124,8 +124,8 @@ def _lstm_window_function(masked: bool):
             tanh_c = tf.tanh(c_new)
             h_new = o * tanh_c
             # A masked step keeps the state and repeats the previous output.
-            out_new = h_new if keep is None else _blend(keep, h_new, out)
-            return _blend(keep, h_new, h), _blend(keep, c_new, c), out_new, sig, g, tanh_c
+            out_new = h_new if keep is None else masked_update(keep, h_new, out)
+            return masked_update(keep, h_new, h), masked_update(keep, c_new, c), out_new, sig, g, tanh_c
 
         zeros = tf.zeros_like(h0)
         start = (h0, c0, zeros, tf.zeros([batch, 4 * units], x.dtype), zeros, zeros)
