@@ -73,6 +73,16 @@ def test_stsa_file_gives_exact_records(tmp_path):
     )
 
 
+@pytest.mark.parametrize("name, text", [
+    ("stsa.binary.dev", "1 a film -lrb- at last -RRB- -lsb- x -rsb- -lcb- y -rcb- -lrb-ish\n"),
+    ("dev.tsv", "sentence\tlabel\na film -lrb- at last -RRB- -lsb- x -rsb- -lcb- y -rcb- -lrb-ish\t1\n"),
+])
+def test_sst_readers_turn_bracket_escapes_into_brackets(tmp_path, name, text):
+    # The stsa files write the Penn Treebank's escapes, GLUE's phrases the brackets.
+    data = read_sst_file(write(tmp_path, name, text))
+    assert data.sentences == [["a", "film", "(", "at", "last", ")", "[", "x", "]", "{", "y", "}", "-lrb-ish"]]
+
+
 @pytest.mark.parametrize(
     "bad_line, line_number",
     [("2 bad label", 3), ("1", 3), ("positive great film", 3)],

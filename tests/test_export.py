@@ -470,6 +470,23 @@ def test_bad_arguments_raise_clear_errors(tmp_path):
     assert not (tmp_path / "m").exists() or not list((tmp_path / "m").iterdir())
 
 
+def test_classifier_tokenizer_unescapes_brackets_as_the_sst_readers_do():
+    import tensorflow as tf
+
+    from training.datasets.sst import BRACKET_ESCAPES, unescape_brackets
+
+    tokens = ["<pad>", "<unk>", "a", *BRACKET_ESCAPES.values()]
+    text = "a -lrb- -RRB- -Lsb- -rsb- -lcb- -rcb- -lrb-x ( zebra"
+    expected = Vocabulary(tokens).encode(unescape_brackets(text.split()))
+    assert expected[1:7] == [3, 4, 5, 6, 7, 8] and expected[7] == 1, "-lrb-x is a word, not an escape"
+    classifier = export_signatures._Tokenizer(tokens, "word", unescape_brackets=True)
+    ids, lengths = classifier.encode(tf.constant([text]))
+    assert ids.numpy()[0].tolist() == expected and lengths.numpy().tolist() == [len(expected)]
+    # Other tasks keep what the client sent.
+    plain, _ = export_signatures._Tokenizer(tokens, "word").encode(tf.constant(["-lrb- ("]))
+    assert plain.numpy()[0].tolist() == [1, 3]
+
+
 def test_whitespace_is_what_str_split_splits_on():
     python_whitespace = "".join(chr(c) for c in range(sys.maxunicode + 1) if chr(c).isspace())
     assert export_signatures._PYTHON_WHITESPACE == python_whitespace

@@ -10,12 +10,14 @@ signature is a `tf.function` that tokenizes raw text the way training did
 from __future__ import annotations
 
 import contextlib
+import re
 import logging
 from pathlib import Path
 from typing import Sequence
 
 import tensorflow as tf
 
+from training.datasets.sst import BRACKET_ESCAPES
 from training.vocab import OOV_ID, PAD_ID
 
 logger = logging.getLogger(__name__)
@@ -47,16 +49,27 @@ _WHITESPACE_PATTERN = "[" + "".join(f"\\x{{{ord(c):x}}}" for c in _PYTHON_WHITES
 # === The tokenizer inside the graph ===
 
 
+def _unescape_brackets(tokens):
+    """Tokens equal to a bracket escape in any case (`-LRB-`, `-rrb-`) become the bracket."""
+    for escape, bracket in BRACKET_ESCAPES.items():
+        tokens = tf.strings.regex_replace(tokens, f"^(?i:{re.escape(escape)})$", bracket)
+    return tokens
+
+
 class _Tokenizer(tf.Module):
     """Token <-> id lookup tables and the split training uses, as graph ops.
 
     Args:
         tokens: The vocabulary in id order; tokens[0] is `<pad>`, tokens[1] `<unk>`.
         level: "word" (whitespace tokens, as `str.split()`) or "char" (code points).
+        unescape_brackets: Turn the Penn Treebank's bracket escapes (`-lrb-`,
+            ...) into brackets after the split, as the SST readers do in
+            training (`training.datasets.sst.unescape_brackets`).
     """
 
-    def __init__(self, tokens: Sequence[str], level: str):
+    def __init__(self, tokens: Sequence[str], level: str, unescape_brackets: bool = False):
         super().__init__(name="tokenizer")
+        self.unescape_brackets = unescape_brackets
         keys = tf.constant(list(tokens), dtype=tf.string)
         ids = tf.range(len(tokens), dtype=tf.int64)
         self.level = level
@@ -75,7 +88,10 @@ class _Tokenizer(tf.Module):
             text = tf.strings.regex_replace(text, "\r\n?", "\n")
             return tf.strings.unicode_split(text, "UTF-8")
         text = tf.strings.regex_replace(text, _WHITESPACE_PATTERN, " ")
-        return tf.strings.split(text)
+        tokens = tf.strings.split(text)
+        if self.unescape_brackets:
+            tokens = tf.ragged.map_flat_values(_unescape_brackets, tokens)
+        return tokens
 
     def encode(self, text):
         """(batch,) strings -> ids (batch, time) right-padded with 0, lengths (batch,)."""
@@ -282,7 +298,7 @@ def save_signatures(model, tokens, *, task, level, labels, path: Path,
                     characters=None) -> tuple[str, ...]:
     """Saves the SavedModel of `model` with its task's signatures into `path`; returns the signature names."""
     module = tf.Module(name=f"zoo_{task}")
-    module.tokenizer = _Tokenizer(tokens, level)
+    module.tokenizer = _Tokenizer(tokens, level, unescape_brackets=task == "classifier")
     char_tokenizer = None
     if characters is not None:
         module.char_tokenizer = char_tokenizer = _Tokenizer(characters, "char")

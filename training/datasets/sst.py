@@ -10,6 +10,13 @@ Two layouts hold the same task:
 The layout is told apart by the first line, not the file name, so a renamed
 file still reads correctly. Sentences are already tokenized in both, so
 tokens are the whitespace-separated words.
+
+The two layouts write brackets differently: the stsa files keep the Penn
+Treebank's escapes (`-lrb-`, `-rrb-`), GLUE's phrases the brackets
+themselves. A model trained on the phrases would read every escaped bracket of
+a dev sentence as `<unk>`, so the readers turn the escapes into brackets, and
+the exported classifier's tokenizer does the same to what clients send
+(`serving.export.signatures`).
 """
 
 from __future__ import annotations
@@ -21,6 +28,9 @@ from training.datasets.text import read_lines, shorten
 from training.errors import DataError
 
 SST_LABEL_NAMES = ["negative", "positive"]
+
+# The Penn Treebank's bracket escapes, in any case, and the brackets they stand for.
+BRACKET_ESCAPES = {"-lrb-": "(", "-rrb-": ")", "-lsb-": "[", "-rsb-": "]", "-lcb-": "{", "-rcb-": "}"}
 
 # Label strings as both layouts write them, mapped to ids into SST_LABEL_NAMES.
 _LABEL_IDS = {"0": 0, "1": 1}
@@ -54,6 +64,11 @@ def read_sst_file(path: str | os.PathLike) -> ClassificationData:
     )
 
 
+def unescape_brackets(tokens: list[str]) -> list[str]:
+    """`tokens` with each Penn Treebank bracket escape (`-LRB-`, `-rrb-`, ...) made the bracket."""
+    return [BRACKET_ESCAPES.get(token.lower(), token) for token in tokens]
+
+
 def _parse_stsa(
     path: str | os.PathLike, lines: list[str]
 ) -> tuple[list[list[str]], list[int]]:
@@ -71,7 +86,7 @@ def _parse_stsa(
                 line_number=line_number,
             )
         labels.append(_LABEL_IDS[fields[0]])
-        sentences.append(fields[1].split())
+        sentences.append(unescape_brackets(fields[1].split()))
     return sentences, labels
 
 
@@ -107,5 +122,5 @@ def _parse_glue_tsv(
                 line_number=line_number,
             )
         labels.append(_LABEL_IDS[fields[label_column]])
-        sentences.append(fields[sentence_column].split())
+        sentences.append(unescape_brackets(fields[sentence_column].split()))
     return sentences, labels

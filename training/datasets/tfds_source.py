@@ -25,6 +25,7 @@ from training.datasets.records import (
     LanguageModelData,
     TaggingData,
 )
+from training.datasets.sst import unescape_brackets
 from training.datasets.text import tokens_from_text
 from training.errors import DataError
 
@@ -189,7 +190,7 @@ def _classification_data(
                 f"{source}: example {index} has label {label}; this split has "
                 "no labels (GLUE keeps its test labels private), use train or dev"
             )
-        sentences.append(_decode(example[text_feature]).split())
+        sentences.append(unescape_brackets(_decode(example[text_feature]).split()))
         labels.append(label)
     return ClassificationData(
         sentences=sentences,
