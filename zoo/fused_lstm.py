@@ -73,7 +73,7 @@ def time_major(inputs, mask, go_backwards: bool):
     if mask is None:
         m = tf.ones(tf.shape(x)[:2], dtype=inputs.dtype)
     else:
-        m = tf.cast(tf.transpose(mask), inputs.dtype)
+        m = tf.transpose(tf.cast(mask, inputs.dtype))  # cast first: oneDNN transposes no booleans
     if go_backwards:
         x, m = tf.reverse(x, [0]), tf.reverse(m, [0])
     return x, m[:, :, None]
