@@ -27,7 +27,7 @@ from training import run as run_module
 from training import train as train_cli
 from training.clipping import clip_by_global_norm, global_norm, with_global_norm_clipping
 
-from tiny_corpora import write_text
+from tiny_corpora import write_conllu, write_sst, write_text
 
 REPOSITORY_ROOT = Path(__file__).resolve().parent.parent
 WEIGHT_TOLERANCE = 1e-6
@@ -229,11 +229,40 @@ def test_two_replicas_on_one_host_train_the_weights_one_device_trains(corpus, tm
     _assert_same_weights(tmp_path / "single", tmp_path / "mirrored")
 
 
-def test_multi_worker_refuses_a_classifier_with_the_way_out(tmp_path, monkeypatch):
-    class MultiWorker(tf.distribute.MultiWorkerMirroredStrategy):
-        def __init__(self):  # no cluster: only the type matters here
-            pass
-    config = {"task": "classifier", "output_dir": str(tmp_path / "run")}
-    with pytest.raises(ValueError, match="multi_worker trains language models only.*--strategy mirrored"):
-        run_module.train(config, strategy=MultiWorker())
-    assert not (tmp_path / "run").exists()
+# A classifier and a tagger without dropout (the replicas' dropout masks would
+# differ from one device's), on 64 sentences: 16 global batches of 4.
+SENTENCE_TASKS = {
+    "classifier": (write_sst, ["--task", "classifier", "--cell", "lstm", "--set", "bidirectional=true"]),
+    "tagger": (write_conllu, ["--task", "tagger", "--cell", "gru", "--set", "bidirectional=true"]),
+}
+
+
+@pytest.mark.parametrize("task", SENTENCE_TASKS)
+def test_two_workers_train_the_classifier_and_tagger_one_worker_trains(task, tmp_path):
+    write, task_arguments = SENTENCE_TASKS[task]
+    data = write(tmp_path / "data")
+    arguments = [*task_arguments, "--set", "embedding_dim=8", "--set", "hidden_dim=8", "--set", "dropout=0",
+                 "--batch_size", "4", "--epochs", "1", "--optimizer", "sgd", "--learning_rate", "0.5",
+                 "--clip_norm", "1", "--verbose", "0", "--data", str(data)]
+
+    def start(output_dir, *extra, tf_config=None):
+        environment = _environment()
+        if tf_config:
+            environment["TF_CONFIG"] = tf_config
+        return subprocess.Popen([sys.executable, "-m", "training.train", *arguments, "--output_dir",
+                                 str(output_dir), *extra], cwd=REPOSITORY_ROOT, env=environment,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    ports = _free_ports(2)
+    workers = [start(tmp_path / "cluster", "--strategy", "multi_worker",
+                     tf_config=json.dumps({"cluster": {"worker": [f"localhost:{port}" for port in ports]},
+                                           "task": {"type": "worker", "index": index}}))
+               for index in range(2)]
+    for process in workers:
+        _finish(process)
+    _finish(start(tmp_path / "single"))
+    _assert_same_weights(tmp_path / "single", tmp_path / "cluster")
+    _assert_same_weights(tmp_path / "cluster", tmp_path / "cluster.worker-1")
+    single_dev = json.loads((tmp_path / "single" / "metrics.json").read_text())["dev"]
+    cluster_dev = json.loads((tmp_path / "cluster" / "metrics.json").read_text())["dev"]
+    assert cluster_dev["accuracy"] == pytest.approx(single_dev["accuracy"], abs=1e-9)

@@ -34,6 +34,7 @@ import json
 import os
 from pathlib import Path
 
+import keras
 import tensorflow as tf
 
 STRATEGIES = ("default", "mirrored", "multi_worker")
@@ -145,3 +146,70 @@ def streams_for_replicas(make_dataset, batch_size: int, strategy: tf.distribute.
         return make_dataset().map(slices).unbatch()
 
     return strategy.distribute_datasets_from_function(per_input_pipeline)
+
+
+# === Keras' fit under MultiWorkerMirroredStrategy ===
+
+
+def is_multi_worker() -> bool:
+    """Whether the strategy in scope is a `MultiWorkerMirroredStrategy`."""
+    return isinstance(tf.distribute.get_strategy(), tf.distribute.MultiWorkerMirroredStrategy)
+
+
+def step_outputs_for_fit(results: dict) -> dict:
+    """A train or test step's metrics, in the shape Keras' fit can gather across workers.
+
+    Under `MultiWorkerMirroredStrategy` Keras concatenates the replicas' step
+    outputs along axis 0, which fails on scalars (tensorflow/tensorflow#72388):
+    there each figure becomes a vector of one. Every replica holds the same
+    figures, as metrics are summed across replicas when they update.
+    Elsewhere the results pass unchanged.
+    """
+    if not is_multi_worker():
+        return results
+    return tf.nest.map_structure(lambda value: tf.reshape(value, [1]), results)
+
+
+def zeros_like_batches_of(iterator):
+    """A batch of zeros with the structure and dtypes of the batches `iterator` gives.
+
+    Keras builds a model's metrics under a strategy from a first batch that it
+    averages across the replicas, which `MultiWorkerMirroredStrategy` cannot do
+    for integer token ids; any batch of the right dtypes and ranks builds the
+    same variables. Unknown dimensions become 1.
+    """
+    spec = iterator._distributed_dataset.element_spec  # Keras' TFEpochIterator
+
+    def zeros(part):
+        part = getattr(part, "_component_specs", [part])[0]  # a PerReplicaSpec: its first replica's
+        return tf.zeros([1 if size is None else size for size in part.shape], part.dtype)
+
+    return tf.nest.map_structure(zeros, spec)
+
+
+class MultiWorkerTrainer(keras.Model):
+    """Trains a classifier or tagger with Keras' own steps under `MultiWorkerMirroredStrategy`.
+
+    It adds only what `fit` needs there (`step_outputs_for_fit`,
+    `zeros_like_batches_of`); the wrapped model is what gets evaluated, saved
+    and exported. The language model's `CarriedStateTrainer` does the same.
+    """
+
+    def __init__(self, model: keras.Model, **kwargs):
+        super().__init__(**kwargs)
+        self.trained = model
+        self.built = model.built  # its weights are the model's
+
+    def call(self, inputs, training=None):
+        return self.trained(inputs, training=training)
+
+    def train_step(self, data):
+        return step_outputs_for_fit(super().train_step(data))
+
+    def test_step(self, data):
+        return step_outputs_for_fit(super().test_step(data))
+
+    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
+        if iterator is not None:
+            iterator, data_batch = None, zeros_like_batches_of(iterator)
+        return super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)

@@ -20,6 +20,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from training.distribution import step_outputs_for_fit
 from training.lm_batching import lm_dataset, num_batches
 from training.metrics import Perplexity, perplexity
 
@@ -171,18 +172,7 @@ class CarriedStateTrainer(keras.Model):
                 metric.update_from_mean(mean_cross_entropy, tf.size(targets))
             else:
                 metric.update_state(targets, logits)
-        results = {metric.name: metric.result() for metric in self.metrics}
-        if _multi_worker():
-            # Keras averages a multi-worker step's outputs along axis 0, which
-            # fails on scalars (tensorflow/tensorflow#72388): give it vectors of
-            # one. Every replica holds the same figures, as metrics are summed
-            # across replicas when they update.
-            results = tf.nest.map_structure(lambda value: tf.reshape(value, [1]), results)
-        return results
-
-
-def _multi_worker() -> bool:
-    return isinstance(tf.distribute.get_strategy(), tf.distribute.MultiWorkerMirroredStrategy)
+        return step_outputs_for_fit({metric.name: metric.result() for metric in self.metrics})
 
 
 class CarriedStateReset(keras.callbacks.Callback):

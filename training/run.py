@@ -326,12 +326,15 @@ def compile_for_training(model, config: dict, strategy: tf.distribute.Strategy |
         return trainer
     accuracy = keras.metrics.SparseCategoricalAccuracy(name="accuracy")
     model.build((None, None))  # BackupAndRestore needs built weights before fit
+    trainable = model
+    if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        trainable = distribution.MultiWorkerTrainer(model)  # what Keras' fit needs there
     if config["task"] == "tagger":
         # Padding positions carry sample weight 0: weighted metrics skip them.
-        model.compile(optimizer=optimizer, loss=loss, weighted_metrics=[accuracy])
+        trainable.compile(optimizer=optimizer, loss=loss, weighted_metrics=[accuracy])
     else:
-        model.compile(optimizer=optimizer, loss=loss, metrics=[accuracy])
-    return model
+        trainable.compile(optimizer=optimizer, loss=loss, metrics=[accuracy])
+    return trainable
 
 
 def make_callbacks(config: dict, run_dir: Path) -> list:
@@ -411,12 +414,6 @@ def train(config: dict, *, verbose="auto", overwrite: bool = False,
     """
     if isinstance(strategy, str):
         strategy = distribution.make_strategy(strategy)
-    if (isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
-            and config["task"] != "language_model"):
-        # Keras 3's fit cannot average a step's scalar metrics across workers
-        # (tensorflow/tensorflow#72388); the language-model trainer works around it.
-        raise ValueError("--strategy multi_worker trains language models only, for now; "
-                         f"train the {config['task']} with --strategy mirrored or default.")
     run_dir = Path(config["output_dir"])
     if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
         run_dir = distribution.worker_output_dir(run_dir, os.environ.get("TF_CONFIG"))
