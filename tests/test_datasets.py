@@ -295,6 +295,47 @@ def test_char_directory_without_valid_file_cuts_dev_from_the_end(tmp_path):
         load_split("language_model", str(tmp_path), "dev", level="char", valid_fraction=0.0)
 
 
+PLAYS = ("ISABELLA:\nHark how I'll bribe you.\n\nANGELO:\nHow? bribe me?\n\n"
+         "SLY:\nI'll pheeze you, in faith.\n\nHostess:\nA pair of stocks, you rogue!\n\n"
+         "SLY:\nYe are a baggage.\n")
+
+
+def test_dev_can_start_at_a_line_that_begins_a_document(tmp_path):
+    write(tmp_path, "train.txt", PLAYS)
+    options = {"level": "char", "valid_fraction": 0.75, "valid_start": "^SLY:$"}
+    train = load_split("language_model", str(tmp_path), "train", **options)
+    dev = load_split("language_model", str(tmp_path), "dev", **options)
+    # int(len * 0.25) falls in ISABELLA's line; dev moves on to the first SLY: after it.
+    first_sly = PLAYS.index("SLY:")
+    assert int(len(PLAYS) * 0.25) < first_sly
+    assert "".join(train.tokens) == PLAYS[:first_sly] and "".join(dev.tokens) == PLAYS[first_sly:]
+    assert "from the line matching '^SLY:$'" in dev.source
+    # Past the first match, the next one is taken.
+    late = load_split("language_model", str(tmp_path), "dev", level="char", valid_fraction=0.2,
+                      valid_start="^SLY:$")  # the cut at 124, the second SLY: at 132
+    assert "".join(late.tokens) == PLAYS[PLAYS.rindex("SLY:"):]
+    # Word level: lines are the words between <eos> tokens.
+    words = load_split("language_model", str(tmp_path), "dev", level="word", valid_fraction=0.75,
+                       valid_start="^SLY:$")
+    assert words.tokens[:3] == ["SLY:", "<eos>", "I'll"] and words.tokens.count("SLY:") == 2
+    # No valid_start (or ''): the plain cut.
+    plain = load_split("language_model", str(tmp_path), "dev", level="char", valid_fraction=0.75,
+                       valid_start="")
+    assert "".join(plain.tokens) == PLAYS[int(len(PLAYS) * 0.25):]
+
+
+def test_a_valid_start_that_cannot_cut_says_so(tmp_path, caplog):
+    write(tmp_path, "train.txt", PLAYS)
+    with pytest.raises(DataError, match="not a regular expression"):
+        load_split("language_model", str(tmp_path), "dev", level="char", valid_start="(")
+    # A pattern no line matches (a preset's, on another corpus): the plain cut, said out loud.
+    with caplog.at_level("WARNING"):
+        dev = load_split("language_model", str(tmp_path), "dev", level="char", valid_start="^PROSPERO:$")
+    assert "".join(dev.tokens) == PLAYS[int(len(PLAYS) * 0.9):]
+    assert "no line matched '^PROSPERO:$'" in dev.source
+    assert "matches valid_start '^PROSPERO:$'" in caplog.text
+
+
 def test_char_directory_valid_file_takes_precedence(tmp_path):
     write(tmp_path, "train.txt", "abcdefghij")
     write(tmp_path, "valid.txt", "xyz")

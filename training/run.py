@@ -74,7 +74,7 @@ TASK_TRAINING_DEFAULTS = {
 TRAINING_KEYS = ("batch_size", "num_steps", "epochs", "optimizer", "learning_rate", "lr_decay",
                  "decay_start_epoch", "clip_norm", "early_stopping_patience", "sum_loss_over_time",
                  "precision")
-DATA_KEYS = ("source", "dev_source", "level", "tag_column", "valid_fraction", "data_dir",
+DATA_KEYS = ("source", "dev_source", "level", "tag_column", "valid_fraction", "valid_start", "data_dir",
              "download", "max_train", "max_dev", "vocabulary_min_count", "vocabulary_max_size")
 # Model options that ask a tagger for a character model.
 CHARACTER_OPTIONS = ("char_vocabulary_size", "char_embedding_dim", "char_hidden_dim",
@@ -136,6 +136,8 @@ def resolve_config(
     if base:
         data_options["level"] = base.get("data", {}).get("level", "word")
         data_options["source"] = base.get("data", {}).get("tfds")
+        if base.get("data", {}).get("valid_start"):
+            data_options["valid_start"] = base["data"]["valid_start"]
     data_options.update({k: v for k, v in (data or {}).items() if v is not None})
     _reject_unknown("data", data_options, DATA_KEYS)
     if not data_options.get("source"):
@@ -193,7 +195,8 @@ def load_splits(config: dict):
     """The train and dev splits of a run's data, as the config limits them."""
     task, data = config["task"], config["data"]
     options = {"level": data["level"], "tag_column": data["tag_column"],
-               "valid_fraction": data["valid_fraction"], "data_dir": data.get("data_dir"),
+               "valid_fraction": data["valid_fraction"], "valid_start": data.get("valid_start"),
+               "data_dir": data.get("data_dir"),
                "download": bool(data.get("download"))}
     train = load_split(task, data["source"], "train", **options)
     if data.get("dev_source"):

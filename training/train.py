@@ -21,7 +21,7 @@ from training.quiet import prefer_onednn
 
 # Keys of the data options the command line sets (training.run.DATA_KEYS, less
 # those only a preset or the defaults give).
-_DATA_ARGUMENTS = ("source", "dev_source", "level", "tag_column", "data_dir", "download",
+_DATA_ARGUMENTS = ("source", "dev_source", "level", "tag_column", "valid_start", "data_dir", "download",
                    "max_train", "max_dev", "vocabulary_min_count", "vocabulary_max_size")
 _TRAINING_ARGUMENTS = ("epochs", "batch_size", "num_steps", "optimizer", "learning_rate", "clip_norm",
                        "early_stopping_patience", "precision")
@@ -55,6 +55,9 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument("--dev_data", dest="dev_source", help="dev split source, if not found beside --data")
     data.add_argument("--level", choices=("word", "char"), help="language-model tokens")
     data.add_argument("--tag_column", choices=("upos", "xpos"), help="CoNLL-U tag column")
+    data.add_argument("--valid_start", metavar="REGEX",
+                      help="language-model text without a dev file: dev starts at the first line "
+                      "matching REGEX after the last 10%% mark ('' cuts at the mark itself)")
     data.add_argument("--data_dir", help="tensorflow-datasets data directory")
     data.add_argument("--download", action="store_true", default=None,
                       help="let tensorflow-datasets download the corpus if it is not prepared yet")

@@ -84,6 +84,7 @@ def load_split(
     level: str = "word",
     tag_column: str = "upos",
     valid_fraction: float = 0.1,
+    valid_start: str | None = None,
     data_dir: str | None = None,
     download: bool = False,
 ) -> ClassificationData | TaggingData | LanguageModelData:
@@ -105,6 +106,10 @@ def load_split(
             end that forms dev; train is the rest. For `"test"` a file is read
             whole. 0 turns the cut off: a directory then has train only, and a
             file is read whole for every split.
+        valid_start: With such a cut, a regular expression for the line dev
+            starts with: the cut moves forward to the first line that matches
+            (`training.datasets.text.hold_out_tail`). Not used for
+            tensorflow-datasets names, whose splits are their own.
         data_dir: Where tensorflow-datasets keeps prepared data.
         download: For a tfds name: let tfds download missing data. Off by
             default so training never starts a download by surprise.
@@ -121,7 +126,7 @@ def load_split(
     source = os.path.expanduser(os.fspath(source))
     started = time.perf_counter()
     if os.path.exists(source):
-        data = _load_local(task, source, split, level, tag_column, valid_fraction)
+        data = _load_local(task, source, split, level, tag_column, valid_fraction, valid_start)
     elif os.path.isabs(source) or source.startswith("."):
         raise DataError("no such file or directory", path=source)
     else:
@@ -175,10 +180,11 @@ def _load_local(
     level: str,
     tag_column: str,
     valid_fraction: float,
+    valid_start: str | None = None,
 ) -> ClassificationData | TaggingData | LanguageModelData:
     """Loads a split from a local file or directory."""
     if task == "language_model":
-        return _load_local_text(source, split, level, valid_fraction)
+        return _load_local_text(source, split, level, valid_fraction, valid_start)
     if os.path.isdir(source):
         path = _find_split_file(task, source, split)
         if path is None:
@@ -191,7 +197,7 @@ def _load_local(
 
 
 def _load_local_text(
-    source: str, split: str, level: str, valid_fraction: float
+    source: str, split: str, level: str, valid_fraction: float, valid_start: str | None = None
 ) -> LanguageModelData:
     """Loads a language-model split, cutting dev from train where there is none.
 
@@ -218,7 +224,7 @@ def _load_local_text(
         carve = split != "test" and valid_fraction > 0.0 and not _has_dev_file(source)
     data = read_language_model_file(path, level)
     if carve and valid_fraction > 0.0:
-        return hold_out_tail(data, split, valid_fraction)
+        return hold_out_tail(data, split, valid_fraction, valid_start)
     return data
 
 

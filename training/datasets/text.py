@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 
 from training.datasets.records import LEVELS, LanguageModelData
 from training.errors import DataError
@@ -127,7 +128,7 @@ def read_language_model_file(
 
 
 def hold_out_tail(
-    data: LanguageModelData, split: str, valid_fraction: float
+    data: LanguageModelData, split: str, valid_fraction: float, valid_start: str | None = None
 ) -> LanguageModelData:
     """Cuts a validation split from the end of a corpus that has none.
 
@@ -142,17 +143,40 @@ def hold_out_tail(
         data: The whole corpus.
         split: `"train"` or `"dev"`.
         valid_fraction: The share of tokens held out for dev, in [0, 1).
+        valid_start: A regular expression for the line dev starts with, or
+            None. The cut then moves forward from the fraction's position to
+            the first line that matches, so that dev begins a document of its
+            own instead of inside one that train holds the start of
+            (tiny-shakespeare's last 10% begins inside Measure for Measure;
+            the `shakespeare_char` presets start dev at The Taming of the
+            Shrew's first line, `SLY:`). If no line matches, the cut stays at
+            the fraction, and a warning and the split's `source` say so.
 
     Returns:
         The part of `data` for `split`; its `source` says which part.
+
+    Raises:
+        DataError: `valid_start` is not a regular expression. (When no line
+            matches it, the cut stays at the fraction, with a warning.)
     """
     boundary = int(len(data.tokens) * (1.0 - valid_fraction))
+    described = (f"first {100 * (1.0 - valid_fraction):g}%", f"last {100 * valid_fraction:g}%")
+    start_line = _next_line_matching(data, boundary, valid_start) if valid_start else None
+    if start_line is not None:
+        boundary = start_line
+        share = 100 * boundary / len(data.tokens)
+        described = (f"first {share:.2f}%", f"last {100 - share:.2f}%, from the line matching {valid_start!r}")
+    elif valid_start:
+        # A preset's pattern on a corpus other than its own: the plain cut, said out loud.
+        logger.warning("no line of %s after the %s mark matches valid_start %r: dev is the %s",
+                       data.source, described[0], valid_start, described[1])
+        described = (described[0], f"{described[1]}; no line matched {valid_start!r}")
     if split == "train":
         start, end = 0, boundary
-        part = f"first {100 * (1.0 - valid_fraction):g}%"
+        part = described[0]
     else:
         start, end = boundary, len(data.tokens)
-        part = f"last {100 * valid_fraction:g}%"
+        part = described[1]
     logger.info(
         "no separate validation file: %s is tokens [%d, %d) of %s",
         split,
@@ -164,3 +188,27 @@ def hold_out_tail(
     return LanguageModelData(
         tokens=tokens, level=data.level, source=f"{data.source} ({part})"
     )
+
+
+def _next_line_matching(data: LanguageModelData, position: int, pattern: str) -> int | None:
+    """The token index where the first line at or after token `position` that matches `pattern`
+    starts, or None if no line does."""
+    try:
+        expression = re.compile(pattern)
+    except re.error as error:
+        raise DataError(f"valid_start {pattern!r} is not a regular expression: {error}") from None
+    if data.level == "char":
+        text = "".join(data.tokens)
+        line_start = text.rfind("\n", 0, position) + 1
+        for line in re.finditer(r"(?m)^.*$", text[line_start:]):
+            if line_start + line.start() >= position and expression.search(line.group()):
+                return line_start + line.start()
+    else:  # lines are the words between <eos> tokens
+        start = 0
+        for index, token in enumerate(data.tokens + [EOS_TOKEN]):
+            if token != EOS_TOKEN:
+                continue
+            if start >= position and expression.search(" ".join(data.tokens[start:index])):
+                return start
+            start = index + 1
+    return None
