@@ -645,3 +645,47 @@ def test_records_reject_misaligned_lists():
         ClassificationData([["a"]], [2], ["negative", "positive"], "fixture")
     with pytest.raises(DataError, match="sentence 0 has 2 tokens but 1 tags"):
         TaggingData([["a", "b"]], [["X"]], "fixture")
+
+
+# === Word dropout ===
+
+
+def test_word_dropout_rates_follow_alpha_over_count_plus_alpha():
+    from training.datasets.pipelines import word_dropout_rates
+
+    vocab = Vocabulary(["<pad>", "<unk>", "the", "cat", "rare", "unseen"])
+    sentences = [["the", "cat"], ["the", "the", "rare"], ["cat", "zebra"]]  # zebra: <unk>
+    rates = word_dropout_rates(sentences, vocab, alpha=0.25)
+    np.testing.assert_allclose(rates, [0, 0, 0.25 / 3.25, 0.25 / 2.25, 0.25 / 1.25, 0], rtol=1e-6)
+    with pytest.raises(ValueError, match="non-negative"):
+        word_dropout_rates(sentences, vocab, alpha=-1)
+
+
+def test_word_dropout_drops_at_each_words_rate_anew_each_pass_and_keeps_the_spelling():
+    from training.datasets.pipelines import with_word_dropout
+
+    vocab = Vocabulary(["<pad>", "<unk>", "often", "seldom"])
+    characters = Vocabulary(["<pad>", "<unk>", "o", "f", "t", "e", "n", "s", "l", "d", "m"])
+    data = TaggingData(sentences=[["often", "seldom", "often"]] * 200, tags=[["A", "B", "A"]] * 200,
+                       source="mem")
+    base = tagging_dataset(data, vocab, LabelVocabulary(["A", "B"]), 50, characters=characters,
+                           max_word_length=8)
+    rates = np.array([0, 0, 0.1, 0.5], np.float32)
+    dropped = with_word_dropout(base, rates, seed=3)
+    passes = [list(dropped.as_numpy_iterator()) for _ in range(2)]
+    clean = list(base.as_numpy_iterator())
+    ids = np.concatenate([inputs["token_ids"] for inputs, _, _ in passes[0]])  # (200, 3)
+    expected_ids = np.concatenate([inputs["token_ids"] for inputs, _, _ in clean])
+    # Binomial: 400 'often' at 0.1 and 200 'seldom' at 0.5; 5 standard deviations either way.
+    often, seldom = expected_ids == 2, expected_ids == 3
+    assert abs((ids[often] == 1).mean() - 0.1) < 5 * np.sqrt(0.1 * 0.9 / often.sum())
+    assert abs((ids[seldom] == 1).mean() - 0.5) < 5 * np.sqrt(0.25 / seldom.sum())
+    assert set(np.unique(ids[often])) <= {1, 2} and set(np.unique(ids[seldom])) <= {1, 3}
+    for (inputs, tags, weights), (clean_inputs, clean_tags, clean_weights) in zip(passes[0], clean):
+        np.testing.assert_array_equal(inputs["char_ids"], clean_inputs["char_ids"])  # spelling kept
+        np.testing.assert_array_equal(tags, clean_tags)
+        np.testing.assert_array_equal(weights, clean_weights)
+    second = np.concatenate([inputs["token_ids"] for inputs, _, _ in passes[1]])
+    assert not np.array_equal(ids, second), "each pass draws anew"
+    again = np.concatenate([inputs["token_ids"] for inputs, _, _ in with_word_dropout(base, rates, seed=3)])
+    np.testing.assert_array_equal(ids, again)  # and a run is reproducible

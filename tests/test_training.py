@@ -345,3 +345,15 @@ def test_sum_loss_over_time_scales_the_step_by_the_window_length():
     # float32 weight differences: compare to the scale of the step.
     np.testing.assert_allclose(deltas[True], 5 * deltas[False], atol=1e-3 * np.abs(deltas[True]).max())
     assert deltas["loss_True"] == pytest.approx(deltas["loss_False"])  # reported per token either way
+
+
+def test_word_dropout_reaches_the_train_batches_only(tmp_path):
+    config = run_module.resolve_config(preset="ewt_char_bilstm", data={"source": str(write_conllu(tmp_path))},
+                                       training={"word_dropout": 1e6})  # every known word, nearly
+    prepared = run_module.load_data(config)
+    train, dev = run_module.make_datasets(config, prepared, shuffle_train=False)
+    train_ids = np.concatenate([x["token_ids"][w > 0] for x, _, w in train.as_numpy_iterator()])
+    dev_ids = np.concatenate([x["token_ids"][w > 0] for x, _, w in dev.as_numpy_iterator()])
+    assert (train_ids == 1).mean() > 0.99 and (dev_ids == 1).mean() < 0.5
+    with pytest.raises(ValueError, match="word_dropout is for classifiers and taggers"):
+        run_module.resolve_config(preset="ptb_small", data={"source": "ptb"}, training={"word_dropout": 0.25})

@@ -52,6 +52,7 @@ from training import distribution, run_directory
 from training.clipping import with_global_norm_clipping
 from training.precision import compute_in_float32, dtype_policy, resolve_precision
 from training.datasets import classification_dataset, load_split, tagging_dataset
+from training.datasets.pipelines import with_word_dropout, word_dropout_rates
 from training.language_model import CarriedStateReset, CarriedStateTrainer, evaluate_language_model
 from training.lm_batching import lm_dataset
 from training.metrics import per_tag_accuracy
@@ -73,7 +74,7 @@ TASK_TRAINING_DEFAULTS = {
 }
 TRAINING_KEYS = ("batch_size", "num_steps", "epochs", "optimizer", "learning_rate", "lr_decay",
                  "decay_start_epoch", "clip_norm", "early_stopping_patience", "sum_loss_over_time",
-                 "precision")
+                 "precision", "word_dropout")
 DATA_KEYS = ("source", "dev_source", "level", "tag_column", "valid_fraction", "valid_start", "data_dir",
              "download", "max_train", "max_dev", "vocabulary_min_count", "vocabulary_max_size")
 # Model options that ask a tagger for a character model.
@@ -128,6 +129,9 @@ def resolve_config(
     training_options.update({k: v for k, v in (training or {}).items() if v is not None})
     _reject_unknown("training", training_options, TRAINING_KEYS)
     resolve_precision(training_options.get("precision", "float32"))  # raises on an unknown one
+    if task == "language_model" and training_options.get("word_dropout"):
+        raise ValueError("word_dropout is for classifiers and taggers; a language model's inputs "
+                         "are its targets too.")
     if training_options["optimizer"] not in OPTIMIZERS:
         raise ValueError(f"Unknown optimizer {training_options['optimizer']!r}. "
                          f"Valid optimizers: {', '.join(OPTIMIZERS)}.")
@@ -276,7 +280,11 @@ def make_datasets(config: dict, prepared: PreparedData, *, shuffle_train: bool =
     else:
         make = lambda split, shuffle: tagger_dataset(  # noqa: E731
             config, prepared, split, batch_size, shuffle=shuffle)
-    return make(prepared.train, shuffle_train), make(prepared.dev, False)
+    train = make(prepared.train, shuffle_train)
+    if training.get("word_dropout"):  # alpha of alpha / (count + alpha); dev is never dropped
+        rates = word_dropout_rates(prepared.train.sentences, vocabulary, training["word_dropout"])
+        train = with_word_dropout(train, rates, seed=config["seed"])
+    return train, make(prepared.dev, False)
 
 
 def tagger_dataset(config: dict, prepared: PreparedData, split, batch_size: int, *,

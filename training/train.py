@@ -24,7 +24,7 @@ from training.quiet import prefer_onednn
 _DATA_ARGUMENTS = ("source", "dev_source", "level", "tag_column", "valid_start", "data_dir", "download",
                    "max_train", "max_dev", "vocabulary_min_count", "vocabulary_max_size")
 _TRAINING_ARGUMENTS = ("epochs", "batch_size", "num_steps", "optimizer", "learning_rate", "clip_norm",
-                       "early_stopping_patience", "precision")
+                       "early_stopping_patience", "precision", "word_dropout")
 _OPTIMIZERS = ("adagrad", "adam", "rmsprop", "sgd")  # training.run.OPTIMIZERS (tested to match)
 _STRATEGIES = ("default", "mirrored", "multi_worker")  # training.distribution.STRATEGIES (tested)
 _PRECISIONS = ("float32", "mixed_bfloat16", "auto")  # training.precision.PRECISIONS (tested)
@@ -74,6 +74,9 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("--learning_rate", type=float)
     fit.add_argument("--clip_norm", type=float, help="clip gradients to this global norm")
     fit.add_argument("--early_stopping_patience", type=int)
+    fit.add_argument("--word_dropout", type=float, metavar="ALPHA",
+                     help="classifiers and taggers: a train word seen n times becomes <unk> with "
+                     "probability ALPHA/(n+ALPHA), anew each epoch (0: off)")
     fit.add_argument("--precision", choices=_PRECISIONS,
                      help="arithmetic: float32, mixed_bfloat16 (bfloat16 products, float32 weights, "
                      "loss and carried state), or auto (bfloat16 where the CPU has AVX512-BF16 or AMX)")

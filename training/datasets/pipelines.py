@@ -18,7 +18,7 @@ import tensorflow as tf
 
 from training.datasets.records import ClassificationData, TaggingData
 from training.errors import DataError
-from training.vocab import PAD_ID, LabelVocabulary, Vocabulary
+from training.vocab import OOV_ID, PAD_ID, LabelVocabulary, Vocabulary
 
 
 def classification_dataset(
@@ -204,3 +204,51 @@ def _ragged_words(sentences: list[list[Sequence[int]]]) -> tf.RaggedTensor:
     sentence_lengths = np.fromiter((len(sentence) for sentence in sentences), dtype=np.int64,
                                    count=len(sentences))
     return tf.RaggedTensor.from_row_lengths(characters, sentence_lengths)
+
+
+# === Word dropout ===
+
+
+def word_dropout_rates(sentences: Sequence[Sequence[str]], vocab: Vocabulary, alpha: float) -> np.ndarray:
+    """Per token id, the chance that word dropout turns an occurrence into `<unk>`.
+
+    A word seen n times in training is dropped with probability
+    alpha / (n + alpha) (Kiperwasser & Goldberg 2016, as used for taggers by
+    Plank et al. 2016): rare words often, frequent ones almost never, so the
+    model learns what to do with a word it does not know, which is most of
+    the unknown words at test time (and, with a character model, to lean on
+    the spelling then). Padding and `<unk>` itself are never dropped.
+    """
+    if alpha < 0:
+        raise ValueError(f"word_dropout must be non-negative, got {alpha}")
+    counts = np.zeros(len(vocab), dtype=np.float64)
+    for sentence in sentences:
+        np.add.at(counts, vocab.encode(sentence), 1.0)
+    rates = np.where(counts > 0, alpha / np.maximum(counts + alpha, 1e-12), 0.0)
+    rates[[PAD_ID, OOV_ID]] = 0.0
+    return rates.astype(np.float32)
+
+
+def with_word_dropout(dataset: tf.data.Dataset, rates: np.ndarray, *, seed: int = 0) -> tf.data.Dataset:
+    """`dataset` with each token id replaced by `OOV_ID` at its rate, anew on every pass.
+
+    The elements are those of `classification_dataset` or `tagging_dataset`:
+    the token ids come first, alone or as a dict's `token_ids` (character ids
+    stay as they are: a dropped word keeps its spelling). The draws are
+    stateless, seeded by `seed` and a per-pass random stream, so a run is
+    reproducible and each epoch drops other words.
+    """
+    table = tf.constant(rates)
+    seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
+
+    def drop(element, pair):
+        inputs, *rest = element
+        token_ids = inputs["token_ids"] if isinstance(inputs, dict) else inputs
+        draws = tf.random.stateless_uniform(tf.shape(token_ids), seed=pair)
+        dropped = tf.where(draws < tf.gather(table, token_ids), tf.constant(OOV_ID, token_ids.dtype),
+                           token_ids)
+        inputs = {**inputs, "token_ids": dropped} if isinstance(inputs, dict) else dropped
+        return (inputs, *rest)
+
+    return tf.data.Dataset.zip((dataset, seeds)).map(drop, num_parallel_calls=tf.data.AUTOTUNE,
+                                                      deterministic=True)
