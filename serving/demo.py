@@ -123,7 +123,9 @@ def main(argv=None) -> int:
         print(f"{PROG}: error: {args.model_base_dir} is not a directory", file=sys.stderr)
         return 2
     print(f"starting the model server on {args.model_base_dir}/ ...", flush=True)
-    with running_server(model_base_dir=args.model_base_dir, rest=True, monitoring=False) as server:
+    # Numeric outputs as tensor_content bytes: the generation loop's logits need no per-value encoding.
+    with running_server(model_base_dir=args.model_base_dir, rest=True, monitoring=False,
+                        tensor_content_responses=True) as server:
         print(f"serving gRPC on {server.grpc_target}, REST on {server.rest_url}", flush=True)
         client = ServingClient(server.grpc_target)
         try:

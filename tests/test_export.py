@@ -426,6 +426,27 @@ def test_side_files(exported):
         assert path.stat().st_mode & 0o777 == 0o755, "readable by a server of another user"
 
 
+def test_every_export_carries_warmup_requests_the_server_replays(exported):
+    import tensorflow as tf
+    from tensorflow_serving.apis import prediction_log_pb2
+
+    from serving.server.servable import Servable
+    from serving.server.warmup import run_saved_model_warmup
+
+    for name, path in exported["paths"].items():
+        task = json.loads((path / "config.json").read_text())["task"]
+        records = [record.numpy() for record in
+                   tf.data.TFRecordDataset(str(path / "assets.extra" / "tf_serving_warmup_requests"))]
+        logs = [prediction_log_pb2.PredictionLog.FromString(record) for record in records]
+        kinds = {(log.WhichOneof("log_type"),
+                  getattr(log, log.WhichOneof("log_type")).request.model_spec.signature_name) for log in logs}
+        expected = {("classify_log" if (task, signature) == ("classifier", "classify") else "predict_log",
+                     signature) for signature in export.SIGNATURES[task]}
+        assert kinds == expected, name
+        # The server's warm-up runs every one of them on the loaded version without an error.
+        assert run_saved_model_warmup(Servable.load(name, 1, path)) == len(expected), name
+
+
 # === Versions ===
 
 

@@ -271,10 +271,11 @@ ERROR_CASES = {
     "bad tensor content": ("Predict", _bad_content_request, grpc.StatusCode.INVALID_ARGUMENT,
                            "tensor parsing error: token_ids (tensor_content has 3 bytes"),
     "huge dims": ("Predict", _huge_dims_request, grpc.StatusCode.INVALID_ARGUMENT, "tensor parsing error: token_ids"),
+    # The method-name check applies only with --enable_signature_method_name_check (test_server_dropin.py).
     "classify a predict signature": ("Classify", lambda: _classify_request("serving_default"),
                                      grpc.StatusCode.INVALID_ARGUMENT,
-                                     "Expected classification signature method_name to be "
-                                     "tensorflow/serving/classify. Was: tensorflow/serving/predict"),
+                                     "Expected one or two output Tensors, found 3 (serving_default is not a "
+                                     "classify signature"),
     "classify unknown signature": ("Classify", lambda: _classify_request("nope"), grpc.StatusCode.INVALID_ARGUMENT,
                                    "No signature was found with the name: nope"),
     "classify nothing": ("Classify", lambda: _classify_request(texts=()), grpc.StatusCode.INVALID_ARGUMENT,
@@ -287,10 +288,11 @@ ERROR_CASES = {
                              lambda: get_model_metadata_pb2.GetModelMetadataRequest(
                                  model_spec={"name": "lm"}, metadata_field=["signature_def", "graph"]),
                              grpc.StatusCode.INVALID_ARGUMENT, "Metadata field graph is not supported"),
-    "regress": ("Regress", lambda: regression_pb2.RegressionRequest(model_spec={"name": "lm"}),
-                grpc.StatusCode.UNIMPLEMENTED, "Regress is not implemented"),
-    "multi inference": ("MultiInference", lambda: inference_pb2.MultiInferenceRequest(),
-                        grpc.StatusCode.UNIMPLEMENTED, "MultiInference is not implemented"),
+    "regress a predict signature": ("Regress", lambda: regression_pb2.RegressionRequest(model_spec={"name": "lm"}),
+                                    grpc.StatusCode.FAILED_PRECONDITION,
+                                    "No regression inputs found in SignatureDef: serving_default takes {token_ids}"),
+    "multi inference without tasks": ("MultiInference", lambda: inference_pb2.MultiInferenceRequest(),
+                                      grpc.StatusCode.INVALID_ARGUMENT, "MultiInferenceRequest holds no tasks"),
 }
 
 
@@ -418,9 +420,9 @@ def test_rest_predict_row_and_columnar_formats(server, prediction, models_root):
 def test_rest_classify(server):
     status, body = rest_call(server, "/v1/models/classifier:classify",
                              {"signature_name": "classify", "examples": [{"text": "good movie"}, {"text": "bad"}]})
-    assert status == 200 and len(body["result"]) == 2
-    assert [label for label, _ in body["result"][0]] == list(TOY_CLASS_NAMES)
-    assert sum(score for _, score in body["result"][0]) == pytest.approx(1.0, abs=1e-5)
+    assert status == 200 and len(body["results"]) == 2  # TF Serving's key
+    assert [label for label, _ in body["results"][0]] == list(TOY_CLASS_NAMES)
+    assert sum(score for _, score in body["results"][0]) == pytest.approx(1.0, abs=1e-5)
 
 
 @pytest.mark.parametrize("path, body, status, message", [
@@ -434,7 +436,7 @@ def test_rest_classify(server):
     ("/v1/models/lm:predict", {"signature_name": "step", "instances": [{"token_ids": [1]}]}, 400,
      "Missing but required: {state}"),
     ("/v1/models/lm:predict", {"instances": [[2]], "inputs": [[2]]}, 400, "both 'instances' and 'inputs'"),
-    ("/v1/models/lm:regress", {"examples": []}, 501, "Regress is not implemented"),
+    ("/v1/models/lm:regress", {"examples": []}, 400, "'examples' must be a non-empty list"),
     ("/v2/nothing", None, 400, "Malformed request: GET /v2/nothing"),
 ])
 def test_rest_errors_use_tf_servings_json_and_http_codes(server, path, body, status, message):

@@ -272,7 +272,8 @@ GRPC_CASES = [
     GrpcCase("classify without model_spec", "Classify", lambda: classification_pb2.ClassificationRequest(),
              INVALID, "Missing ModelSpec"),
     GrpcCase("classify on a predict signature", "Classify", lambda: _classify(signature="serving_default"),
-             INVALID, "Expected classification signature method_name to be tensorflow/serving/classify"),
+             INVALID, 'is not a classify signature, whose outputs are "classes" and/or "scores"; call it with '
+                      'Predict'),
     GrpcCase("classify on a model without one", "Classify", lambda: _classify(model=LANGUAGE_MODEL_NAME),
              INVALID, "No signature was found with the name: classify"),
     GrpcCase("classify with no examples", "Classify", lambda: _classify(examples=[]), INVALID, "Input is empty."),
@@ -304,9 +305,11 @@ GRPC_CASES = [
     GrpcCase("status of a version not on disk", "GetModelStatus", lambda: _status(version=99), NOT_FOUND, "99"),
     GrpcCase("status with an empty name", "GetModelStatus", lambda: _status(model=""), INVALID,
              "a request must name a model"),
-    GrpcCase("Regress", "Regress", _regress, grpc.StatusCode.UNIMPLEMENTED, "use Predict"),
-    GrpcCase("MultiInference", "MultiInference", _multi_inference, grpc.StatusCode.UNIMPLEMENTED,
-             "one Classify or Predict request per signature"),
+    GrpcCase("Regress on a predict signature", "Regress", _regress, grpc.StatusCode.FAILED_PRECONDITION,
+             'the serialized tf.Examples go to an input named "inputs"'),
+    GrpcCase("MultiInference without method names", "MultiInference", _multi_inference,
+             grpc.StatusCode.UNIMPLEMENTED, "set each task's method_name to tensorflow/serving/classify or "
+                                            "tensorflow/serving/regress"),
 ]
 
 _STUBS = {"GetModelStatus": model_service_pb2_grpc.ModelServiceStub}
@@ -431,7 +434,8 @@ REST_CASES = [
              "Unrecognized servable version label: canary"),
     RestCase("unknown path", _http("GET", "/v2/anything"), 400, "Malformed request: GET /v2/anything"),
     RestCase("unknown method", _http("POST", "/v1/models/lm:explain", "{}"), 400, "Malformed request"),
-    RestCase("regress", _http("POST", "/v1/models/lm:regress", "{}"), 501, "use :predict"),
+    RestCase("regress without examples", _http("POST", "/v1/models/lm:regress", "{}"), 400,
+             "'examples' must be a non-empty list of feature objects"),
     RestCase("PUT", _http("PUT", PREDICT, "{}"), 405, "GET a model's status or metadata, POST to :predict"),
     # --- signatures and inputs ---
     RestCase("unknown signature", _http("POST", PREDICT, '{"signature_name": "nope", "instances": [[2]]}'), 400,
@@ -450,9 +454,9 @@ REST_CASES = [
                                   '"mood": 1}]}'), 400, "Sent extra: {mood}"),
     RestCase("ragged instances", _http("POST", PREDICT, '{"instances": [[2, 3], [2]]}'), 400, "ragged"),
     RestCase("strings for int64 ids", _http("POST", PREDICT, '{"instances": [["the"]]}'), 400,
-             "is not of expected type DT_INT64"),
+             'JSON Value: "the" Type: String is not of expected type: int64 (send integers)'),
     RestCase("floats for int64 ids", _http("POST", PREDICT, '{"instances": [[2.5]]}'), 400,
-             "is not of expected type DT_INT64"),
+             "JSON Value: 2.5 Type: Number is not of expected type: int64 (send integers)"),
     RestCase("rank 1 ids", _http("POST", PREDICT, '{"inputs": [2, 3]}'), 400, "expected shape [?,?], got [2]"),
     RestCase("ids past the vocabulary", _http("POST", PREDICT, '{"instances": [[2, 99]]}'), 400,
              f"99 is not in [0, {VOCABULARY_SIZE})"),
@@ -476,7 +480,8 @@ REST_CASES = [
     # --- JSON ---
     RestCase("not JSON", _http("POST", PREDICT, "{instances: [[2]]}"), 400, "JSON Parse error"),
     RestCase("an empty body", _http("POST", PREDICT, ""), 400, "JSON Parse error"),
-    RestCase("a JSON array", _http("POST", PREDICT, "[[2]]"), 400, "request body must be a JSON object"),
+    RestCase("a JSON array", _http("POST", PREDICT, "[[2]]"), 400,
+             "JSON Value: [[2]] Is not object (the body must be a JSON object"),
     RestCase("a number past float64", _http("POST", PREDICT, '{"instances": [[1e400]]}'), 400,
              "the number 1e400 is out of the range of a 64-bit float"),
     RestCase("NaN", _http("POST", PREDICT, '{"instances": [[NaN]]}'), 400, "NaN is not JSON"),

@@ -12,6 +12,9 @@
            assets.extra/vocabulary.json         the token list the tables were built from
            assets.extra/char_vocabulary.json    the character list (taggers with a
                                                 character model)
+           assets.extra/tf_serving_warmup_requests   one sample request per signature, which
+                                                a server replays before it serves the
+                                                version (serving.export.warmup_requests)
            config.json, training.json, MODEL_CARD.md     (serving.export.side_files)
 
 A version directory is written under a temporary name and appears in one
@@ -34,6 +37,7 @@ import keras
 import zoo  # also registers the zoo's classes for keras.saving.load_model
 from serving.export.side_files import credit_line, write_side_files
 from serving.export.signatures import LEVELS, SIGNATURES, save_signatures
+from serving.export.warmup_requests import write_warmup_requests
 from training.errors import DataError
 from training.vocab import OOV_ID, OOV_TOKEN, PAD_ID, PAD_TOKEN, LabelVocabulary, Vocabulary
 
@@ -141,6 +145,8 @@ def export_model(
         else:
             zoo_info["labels"] = label_names
         zoo_info["signatures"] = list(signature_names)
+        write_warmup_requests(staging, model_name=model_name, task=task, tokens=tokens,
+                              state_size=zoo_info.get("state_size"))
         write_side_files(staging, config=config, zoo_info=zoo_info, tokens=tokens,
                           characters=characters, training_info=training_info or {},
                           metrics=metrics or {},

@@ -49,8 +49,10 @@ def process_logits(logits: np.ndarray, histories: Sequence[Sequence[int]], gener
     Repetition penalty, then n-gram blocking, then stop tokens held back until
     ``min_new_tokens``, then the padding id removed. Returns new float64 logits.
     """
-    logits = apply_repetition_penalty(np.asarray(logits, dtype=np.float64), histories, options.repetition_penalty)
-    logits = np.array(logits, dtype=np.float64)
+    # One float64 copy that this function owns and rewrites (astype always copies; the
+    # penalty, when it applies, makes its own). A second copy here used to cost
+    # ~1 ms a step at 64 rows of a 10,000-word vocabulary.
+    logits = apply_repetition_penalty(np.asarray(logits).astype(np.float64), histories, options.repetition_penalty)
     if options.no_repeat_ngram_size:
         for row, history in enumerate(histories):
             banned = banned_ngram_tokens(history, options.no_repeat_ngram_size)

@@ -60,7 +60,10 @@ def _sample_loop(backend, prompts, options: GenerationOptions) -> Iterator[tuple
         processed = process_logits(logits, [row.history for row in current], [len(row.tokens) for row in current],
                                    options, stops.token_ids)
         tokens = sampler.sample(processed, [row.generator for row in current])  # (live,)
-        logprobs = samplers.log_softmax(logits)[np.arange(len(current)), tokens]
+        if options.return_logprobs:
+            logprobs = samplers.log_softmax(logits)[np.arange(len(current)), tokens]
+        else:  # not returned: skip a full log-softmax of (rows, vocabulary) per step
+            logprobs = np.full(len(current), np.nan)
         still = []
         for position, (index, row) in enumerate(zip(active, current)):
             row.append(int(tokens[position]), float(logprobs[position]), backend, stops, options.min_new_tokens)

@@ -52,6 +52,32 @@ _DATA_TYPE_BY_NUMPY = {spec.numpy_dtype: data_type for data_type, spec in _SPECS
                        if data_type != types_pb2.DT_STRING}
 
 
+# Typed fields whose packed wire form is the values' raw little-endian bytes:
+# DataType -> (TensorProto field number, numpy dtype of one wire value).
+# Complex values travel as (real, imaginary) pairs, which is how numpy lays
+# them out; a bool is one byte, 0 or 1, which is also its varint.
+_PACKED_FIXED_WIDTH = {
+    types_pb2.DT_FLOAT: (5, np.dtype("<f4")),
+    types_pb2.DT_DOUBLE: (6, np.dtype("<f8")),
+    types_pb2.DT_COMPLEX64: (9, np.dtype("<f4")),
+    types_pb2.DT_COMPLEX128: (12, np.dtype("<f8")),
+    types_pb2.DT_BOOL: (11, np.dtype("u1")),
+}
+_LENGTH_DELIMITED = 2  # protobuf wire type of packed repeated fields
+
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte = value & 0x7F
+        value >>= 7
+        if value:
+            out.append(byte | 0x80)
+        else:
+            out.append(byte)
+            return bytes(out)
+
+
 def data_type_name(data_type: int) -> str:
     """Returns `DT_INT64` and the like; the number itself for unknown values."""
     try:
@@ -96,17 +122,26 @@ def shape_string(dims) -> str:
 # === TensorProto -> numpy ===
 
 
-def tensor_proto_to_numpy(proto: tensor_pb2.TensorProto, alias: str = "") -> np.ndarray:
+def tensor_proto_to_numpy(proto: tensor_pb2.TensorProto, alias: str = "", *, copy: bool = True,
+                          encoded_strings: bool = False) -> np.ndarray:
     """Decodes a TensorProto from a request, checking that it is self-consistent.
 
     Follows TensorFlow's rules: `tensor_content` wins when set and must hold
     exactly the shape's bytes; otherwise the typed field is read, and fewer
     values than the shape holds are completed with the last value (zeros when
-    there is none).
+    there is none). Both are read by numpy in one pass (`np.frombuffer` on
+    the bytes, `np.array` on the repeated field), never value by value.
 
     Args:
         proto: The tensor as received.
         alias: The input name, used in error messages.
+        copy: Copy `tensor_content` out of the message. Without the copy the
+            array is a read-only view of the message's bytes: what the server
+            uses, as TensorFlow copies its inputs anyway.
+        encoded_strings: Accept a string tensor in `tensor_content`, encoded
+            as TensorFlow's `EncodeStringList` writes it (TF Serving's
+            `--enable_serialization_as_tensor_content` responses); clients
+            pass True, the server refuses such requests as before.
 
     Returns:
         A numpy array; strings are an object array of bytes.
@@ -128,13 +163,20 @@ def tensor_proto_to_numpy(proto: tensor_pb2.TensorProto, alias: str = "") -> np.
     num_elements = math.prod(shape)
 
     if proto.tensor_content:
+        content = proto.tensor_content
         if proto.dtype == types_pb2.DT_STRING:
-            raise fail("string tensors cannot use tensor_content")
+            if not encoded_strings:
+                raise fail("string tensors cannot use tensor_content")
+            try:
+                return decode_string_list(content, num_elements).reshape(shape)
+            except ValueError as error:
+                raise fail(str(error)) from None
         expected_bytes = num_elements * spec.numpy_dtype.itemsize
-        if len(proto.tensor_content) != expected_bytes:
-            raise fail(f"tensor_content has {len(proto.tensor_content)} bytes but shape "
+        if len(content) != expected_bytes:
+            raise fail(f"tensor_content has {len(content)} bytes but shape "
                        f"{shape_string(shape)} of {data_type_name(proto.dtype)} needs {expected_bytes}")
-        return np.frombuffer(proto.tensor_content, dtype=spec.numpy_dtype).reshape(shape).copy()
+        array = np.frombuffer(content, dtype=spec.numpy_dtype).reshape(shape)
+        return array.copy() if copy else array
 
     values = getattr(proto, spec.field)
     num_values = len(values)
@@ -162,6 +204,43 @@ def tensor_proto_to_numpy(proto: tensor_pb2.TensorProto, alias: str = "") -> np.
     return flat.reshape(shape)
 
 
+def decode_string_list(content: bytes, count: int) -> np.ndarray:
+    """Reads `count` strings from TensorFlow's string-tensor encoding.
+
+    TensorFlow (`Tensor::AsProtoTensorContent`, `port::EncodeStringList`)
+    writes every length as a varint first, then the strings back to back.
+
+    Returns:
+        A flat object array of bytes.
+
+    Raises:
+        ValueError: The bytes do not hold exactly `count` such strings.
+    """
+    if count > len(content):  # each string takes at least its one-byte length
+        raise ValueError(f"tensor_content of {len(content)} bytes cannot hold {count} strings")
+    sizes, position = [], 0
+    for _ in range(count):
+        size, shift = 0, 0
+        while True:
+            if position >= len(content) or shift > 28:
+                raise ValueError("tensor_content is not an encoded string list (a length is cut off)")
+            byte = content[position]
+            position += 1
+            size |= (byte & 0x7F) << shift
+            shift += 7
+            if byte < 0x80:
+                break
+        sizes.append(size)
+    if position + sum(sizes) != len(content):
+        raise ValueError(f"tensor_content holds {len(content) - position} string bytes but the lengths "
+                         f"add up to {sum(sizes)}")
+    flat = np.empty(count, dtype=object)
+    for index, size in enumerate(sizes):
+        flat[index] = bytes(content[position:position + size])
+        position += size
+    return flat
+
+
 def _typed_values_to_numpy(values, spec: _DataTypeSpec, data_type: int) -> np.ndarray:
     if data_type == types_pb2.DT_STRING:
         flat = np.empty(len(values), dtype=object)
@@ -182,6 +261,8 @@ def _typed_values_to_numpy(values, spec: _DataTypeSpec, data_type: int) -> np.nd
 def as_array(value: Any) -> np.ndarray:
     """Makes an array from user data; text becomes UTF-8 bytes in an object array."""
     array = np.asarray(value)
+    if array.dtype.kind == "O" and all(type(item) is bytes for item in array.ravel().tolist()):
+        return array  # already bytes (what TensorFlow's .numpy() gives): nothing to convert
     if array.dtype.kind in "US" or (array.dtype.kind == "O" and array.size):
         encoded = np.empty(array.shape, dtype=object)
         for index, item in np.ndenumerate(array):
@@ -209,16 +290,38 @@ def numpy_to_tensor_proto(value: Any, use_tensor_content: bool = False) -> tenso
     Returns:
         The TensorProto.
     """
+    return fill_tensor_proto(tensor_pb2.TensorProto(), value, use_tensor_content)
+
+
+def fill_tensor_proto(proto: tensor_pb2.TensorProto, value: Any,
+                      use_tensor_content: bool = False) -> tensor_pb2.TensorProto:
+    """Writes an array into an empty TensorProto in place (`numpy_to_tensor_proto` without the new message).
+
+    The server fills `response.outputs[alias]` this way, which saves building
+    each output twice (a proto, then `CopyFrom` into the response).
+
+    Returns:
+        `proto`.
+    """
     array = as_array(value)
     data_type = data_type_of(array)
     spec = _SPECS[data_type]
-    proto = tensor_pb2.TensorProto(dtype=data_type)
+    proto.dtype = data_type
     for size in array.shape:
-        proto.tensor_shape.dim.add(size=size)
+        proto.tensor_shape.dim.add().size = size
     if data_type == types_pb2.DT_STRING:
         proto.string_val.extend(array.ravel().tolist())
     elif use_tensor_content:
         proto.tensor_content = np.ascontiguousarray(array, dtype=spec.numpy_dtype).tobytes()
+    elif data_type in _PACKED_FIXED_WIDTH:
+        # The typed field, written as protobuf itself would write it (packed: tag,
+        # byte length, raw values) and merged in: one pass over the bytes instead
+        # of a Python float per value (64 x 10,001 logits: ~0.3 ms instead of ~30 ms).
+        if array.size:
+            field_number, wire_dtype = _PACKED_FIXED_WIDTH[data_type]
+            little_endian = spec.numpy_dtype.newbyteorder("<")
+            values = np.ascontiguousarray(array, dtype=little_endian).view(wire_dtype).tobytes()
+            proto.MergeFromString(_varint(field_number << 3 | _LENGTH_DELIMITED) + _varint(len(values)) + values)
     elif data_type == types_pb2.DT_HALF:
         proto.half_val.extend(array.ravel().view(np.uint16).tolist())
     elif spec.numpy_dtype.kind == "c":
@@ -308,9 +411,11 @@ def json_to_numpy(value: Any, data_type: int, alias: str = "") -> np.ndarray:
                 # JSON true/false only for bool tensors, and only integers for integer tensors.
                 if isinstance(leaf, bool) != is_bool or not isinstance(leaf, (int, float)) or (
                         isinstance(leaf, float) and spec.numpy_dtype.kind in "iu"):
+                    # Worded as TF Serving's json_tensor.cc (TypeError), after the input's name.
                     raise invalid_argument(
-                        f"Input \"{alias}\": {json_preview(leaf)} is not of expected type "
-                        f"{data_type_name(data_type)}")
+                        f"Input \"{alias}\": JSON Value: {_json_text(leaf)} Type: {_json_type_name(leaf)} is not "
+                        f"of expected type: {_tf_type_string(data_type)} (send "
+                        f"{_JSON_KIND_HINT.get(spec.numpy_dtype.kind, 'values of that type')})")
             with np.errstate(over="ignore"):
                 flat = np.array(leaves, dtype=spec.numpy_dtype)
             if flat.dtype.kind in "fc" and not np.isfinite(flat).all():  # JSON numbers are finite (checked)
@@ -321,6 +426,39 @@ def json_to_numpy(value: Any, data_type: int, alias: str = "") -> np.ndarray:
         raise invalid_argument(f"Input \"{alias}\": {error}: send values that fit {data_type_name(data_type)}") \
             from None
     return flat.reshape(shape)
+
+
+_JSON_KIND_HINT = {"b": "true or false", "i": "integers", "u": "non-negative integers", "f": "numbers",
+                   "c": "numbers"}
+
+
+def _json_text(value: Any, limit: int = 60) -> str:
+    """A JSON value as JSON text, shortened, for error messages."""
+    import json
+
+    try:
+        text = json.dumps(value)
+    except (TypeError, ValueError):
+        text = repr(value)
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def _json_type_name(value: Any) -> str:
+    """rapidjson's type names, as TF Serving's messages use them."""
+    if value is None:
+        return "Null"
+    if isinstance(value, bool):
+        return "True" if value else "False"
+    if isinstance(value, (int, float)):
+        return "Number"
+    if isinstance(value, str):
+        return "String"
+    return "Array" if isinstance(value, list) else "Object"
+
+
+def _tf_type_string(data_type: int) -> str:
+    """TensorFlow's DataTypeString: DT_INT64 -> int64, DT_FLOAT -> float."""
+    return data_type_name(data_type).removeprefix("DT_").lower()
 
 
 def _flatten_json(value: Any, shape: list[int], depth: int, leaves: list, alias: str) -> None:
@@ -387,8 +525,13 @@ def json_preview(value: Any, limit: int = 60) -> str:
 
 
 def outputs_to_numpy(outputs: Mapping[str, tensor_pb2.TensorProto]) -> dict[str, np.ndarray]:
-    """Decodes every tensor of a response map (PredictResponse.outputs)."""
-    return {alias: tensor_proto_to_numpy(proto, alias) for alias, proto in outputs.items()}
+    """Decodes every tensor of a response map (PredictResponse.outputs).
+
+    Reads both forms a server may answer with: typed `*_val` fields (TF
+    Serving's default) and `tensor_content` (`--enable_serialization_as_tensor_content`),
+    string tensors included.
+    """
+    return {alias: tensor_proto_to_numpy(proto, alias, encoded_strings=True) for alias, proto in outputs.items()}
 
 
 def make_example(features: dict) -> example_pb2.Example:

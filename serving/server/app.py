@@ -23,13 +23,15 @@ from tensorflow_serving.apis import model_service_pb2, model_service_pb2_grpc, p
 from serving.protocol.errors import ServingError
 from serving.server.access import AccessInterceptor, RequestLimiter, TokenChecker, grpc_core_message_limit
 from serving.server.batching import BatchingParameters, BatchScheduler, read_batching_parameters_file
-from serving.server.metrics import ServingMetrics
+from serving.server.metrics import PrometheusSettings, ServingMetrics, read_monitoring_config_file
 from serving.server.model_config import config_for_single_model, read_model_config_file
 from serving.server.model_manager import ModelManager
 from serving.server.model_service import ModelServicer
 from serving.server.prediction_service import InferenceService, PredictionServicer
 from serving.server.rest import RestApi, RestServer
+from serving.server.servable import SERVE_TAG, Servable
 from serving.server.tls import grpc_server_credentials, read_ssl_config_file, rest_ssl_context
+from serving.server.warmup import run_saved_model_warmup, warmup_requests_path
 
 logger = logging.getLogger("serving.server")
 
@@ -51,10 +53,35 @@ def allowed_model_base_paths(arguments: argparse.Namespace) -> list[pathlib.Path
     return [pathlib.Path(arguments.model_base_dir).absolute()]
 
 
+def make_servable_loader(arguments: argparse.Namespace):
+    """Loads a version as the flags say: `--saved_model_tags`, then warm-up (`--enable_model_warmup`).
+
+    Returns:
+        (name, version, path) -> Servable, for the ModelManager; a warm-up
+        failure fails the load, so the version never becomes AVAILABLE.
+    """
+    tags = tuple(getattr(arguments, "saved_model_tags", None) or (SERVE_TAG,))
+    warmup = getattr(arguments, "enable_model_warmup", False)
+    iterations = max(1, getattr(arguments, "num_request_iterations_for_warmup", 0) or 1)
+    method_name_check = getattr(arguments, "enable_signature_method_name_check", False)
+
+    def load(name: str, version: int, path: pathlib.Path) -> Servable:
+        servable = Servable.load(name, version, path, tags=tags)
+        if warmup:
+            try:
+                run_saved_model_warmup(servable, iterations, arguments.max_batch_size, method_name_check)
+            except ServingError as error:
+                raise ServingError(error.code, f"Model warm-up failed ({warmup_requests_path(path)}): "
+                                               f"{error.message}") from None
+        return servable
+
+    return load
+
+
 def make_model_manager(arguments: argparse.Namespace, metrics: ServingMetrics, on_availability_change) -> ModelManager:
     """Builds the ModelManager for the model flags (one model, a config file, or a directory)."""
     common = dict(poll_wait_seconds=arguments.file_system_poll_wait_seconds, metrics=metrics,
-                  on_availability_change=on_availability_change)
+                  on_availability_change=on_availability_change, load_servable=make_servable_loader(arguments))
     if arguments.model_base_path:
         config = config_for_single_model(arguments.model_name, pathlib.Path(arguments.model_base_path).absolute())
         return ModelManager(config=config, **common)
@@ -153,6 +180,8 @@ def serve(arguments: argparse.Namespace, stop_event: threading.Event) -> int:
         ssl_config = read_ssl_config_file(arguments.ssl_config_file) if arguments.ssl_config_file else None
         rest_ssl = rest_ssl_context(ssl_config) if ssl_config is not None and arguments.rest_api_port else None
         allowed_base_paths = allowed_model_base_paths(arguments)
+        monitoring_file = getattr(arguments, "monitoring_config_file", None)
+        prometheus = read_monitoring_config_file(monitoring_file) if monitoring_file else PrometheusSettings()
         manager = make_model_manager(arguments, metrics, health_reporter.models_changed)
         batcher = None
         if arguments.enable_batching:
@@ -164,7 +193,9 @@ def serve(arguments: argparse.Namespace, stop_event: threading.Event) -> int:
         logger.error("Cannot start: %s", error)
         return 1
 
-    inference = InferenceService(manager, batcher, max_batch_size=arguments.max_batch_size)
+    inference = InferenceService(manager, batcher, max_batch_size=arguments.max_batch_size,
+                                 tensor_content_responses=arguments.enable_serialization_as_tensor_content,
+                                 method_name_check=arguments.enable_signature_method_name_check)
     limiter = RequestLimiter(arguments.max_concurrent_requests)
     core_message_limit = grpc_core_message_limit(arguments.max_message_bytes)
     message_options = [("grpc.max_receive_message_length", core_message_limit),
@@ -172,6 +203,11 @@ def serve(arguments: argparse.Namespace, stop_event: threading.Event) -> int:
                        # gRPC sets SO_REUSEPORT by default, which lets a second server
                        # bind a port in use and take half of its requests.
                        ("grpc.so_reuseport", 0)]
+    # --grpc_channel_arguments come last and replace ours of the same name, as
+    # TF Serving adds them to its ServerBuilder after its own.
+    user_arguments = dict(arguments.grpc_channel_arguments)
+    message_options = [option for option in message_options if option[0] not in user_arguments]
+    message_options += list(user_arguments.items())
     # More threads than request slots (--grpc_max_threads > --max_concurrent_requests),
     # so a request past the limit finds a thread and is refused at once, and health
     # checks are answered under load. gRPC's own cap bounds the calls waiting for a
@@ -198,11 +234,23 @@ def serve(arguments: argparse.Namespace, stop_event: threading.Event) -> int:
                          if ssl_config is not None else grpc_server.add_insecure_port(address))
             if not grpc_port:
                 raise RuntimeError("add_port returned 0")
+        if arguments.grpc_socket_path:
+            socket_address = "unix:" + arguments.grpc_socket_path  # as TF Serving's server.cc
+            try:
+                bound = (grpc_server.add_secure_port(socket_address, grpc_server_credentials(ssl_config))
+                         if ssl_config is not None else grpc_server.add_insecure_port(socket_address))
+            except RuntimeError:
+                bound = 0
+            if not bound:
+                raise PortError(f"cannot listen for gRPC on {socket_address} (--grpc_socket_path): its directory "
+                                "must exist and be writable, and no other server may hold the socket. Choose "
+                                "another --grpc_socket_path.")
         if arguments.monitoring_port:
             with _binding("metrics", arguments.host, arguments.monitoring_port, "--monitoring_port"):
                 metrics.start_http_server(arguments.monitoring_port, arguments.host)
         if arguments.rest_api_port:
-            rest_api = RestApi(inference, manager, metrics, arguments.rest_api_timeout_in_ms / 1000, tokens)
+            rest_api = RestApi(inference, manager, metrics, arguments.rest_api_timeout_in_ms / 1000, tokens,
+                               prometheus_path=prometheus.path if prometheus.enabled else None)
             with _binding("REST", arguments.host, arguments.rest_api_port, "--rest_api_port"):
                 rest_server = RestServer(rest_api, arguments.host, arguments.rest_api_port, limiter,
                                          arguments.max_message_bytes, rest_ssl,
@@ -222,6 +270,8 @@ def serve(arguments: argparse.Namespace, stop_event: threading.Event) -> int:
     logger.info("gRPC API (PredictionService, ModelService, health, reflection) at %s:%d%s", arguments.host,
                 grpc_port, "" if ssl_config is None else
                 " with TLS" + (", client certificates required" if ssl_config.client_verify else ""))
+    if arguments.grpc_socket_path:
+        logger.info("gRPC API also at unix:%s", arguments.grpc_socket_path)
     if rest_server is not None:
         rest_server.start()
     exit_code = 0

@@ -364,10 +364,18 @@ class BatchScheduler:
                 queue = self._queues[key] = _Queue(run_function, plan, metric_labels)
             if queue.pending_rows + rows > self._capacity_rows:
                 raise ServingError(grpc.StatusCode.UNAVAILABLE, QUEUE_FULL_MESSAGE)
+            was_empty = not queue.tasks
             queue.tasks.append(task)
             queue.pending_rows += rows
             self._queued_changed()
-            self._condition.notify()
+            # Wake a batch thread only when this task changes what it would do: a new
+            # queue to time (its oldest task is this one) or a batch now full. A task
+            # joining a queue that is already timed changes nothing: a waiting thread
+            # wakes at that queue's deadline anyway, and a busy one looks again when
+            # it is done. Waking one per request cost a thread switch per request
+            # under load, for nothing.
+            if was_empty or queue.pending_rows >= self.parameters.max_batch_size or self._draining:
+                self._condition.notify()
         if client is not None:  # runs when the RPC ends, however: a cancelled client's task leaves now
             client.add_callback(lambda: self._withdraw(queue, task, ServingError(
                 grpc.StatusCode.CANCELLED, CLIENT_GONE_MESSAGE)))
@@ -449,6 +457,8 @@ class BatchScheduler:
         queue.pending_rows -= rows
         if not queue.tasks:
             del self._queues[key]  # drops the reference to an old version's servable
+        else:
+            self._condition.notify()  # what is left is another thread's to time (see `run`)
         self._queued_changed()
         return (queue, tasks), None
 

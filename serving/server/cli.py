@@ -53,6 +53,19 @@ def build_parser() -> argparse.ArgumentParser:
                               "answered one is closed instead of kept alive.")
     network.add_argument("--monitoring_port", type=int, default=0,
                          help="Port serving Prometheus metrics at /metrics; 0 disables it.")
+    network.add_argument("--monitoring_config_file",
+                         help="A tensorflow.serving.MonitoringConfig text proto, as TF Serving's: "
+                              "prometheus_config { enable: true path: \"/monitoring/prometheus/metrics\" } "
+                              "serves the metrics at that path of the REST port (needs --rest_api_port); "
+                              "enable: false stops it. Without the file they are served at "
+                              "/monitoring/prometheus/metrics of the REST port.")
+    network.add_argument("--grpc_socket_path", default="",
+                         help="Also serve the gRPC API on this UNIX socket (relative or absolute path), "
+                              "as TF Serving's flag; clients connect to unix:<path>.")
+    network.add_argument("--grpc_channel_arguments", default="",
+                         help="Comma-separated key=value gRPC server arguments, as TF Serving's flag (e.g. "
+                              "grpc.max_connection_age_ms=2000); a value that is a 32-bit integer is passed as "
+                              "one, any other as a string.")
     network.add_argument("--grpc_max_threads", type=int,
                          help="Threads answering gRPC requests (requests waiting for a batch hold one); must be "
                               "more than --max_concurrent_requests, so that health checks and refusals always "
@@ -83,6 +96,20 @@ def build_parser() -> argparse.ArgumentParser:
     models.add_argument("--file_system_poll_wait_seconds", type=float, default=1.0,
                         help="Look for new and removed versions this often; 0 looks once at start.")
 
+    models.add_argument("--saved_model_tags", default="serve",
+                        help="Comma-separated tag set of the MetaGraph to load from each SavedModel, as TF "
+                             "Serving's flag.")
+    models.add_argument("--enable_model_warmup", type=_boolean, nargs="?", const=True, default=True,
+                        help="Before a version serves, replay the requests in its "
+                             "assets.extra/tf_serving_warmup_requests (TFRecord of PredictionLog, at most 1000), "
+                             "as TF Serving does; a failing record fails the load. =false turns it off.")
+    models.add_argument("--num_request_iterations_for_warmup", type=int, default=0,
+                        help="Runs of each warm-up record; used only if > 0 (otherwise 1).")
+    models.add_argument("--enable_signature_method_name_check", type=_boolean, nargs="?", const=True,
+                        default=False,
+                        help="Refuse signatures whose method_name does not fit the API (Classify needs "
+                             "tensorflow/serving/classify, Regress tensorflow/serving/regress), as TF Serving's "
+                             "flag; off by default, so native TF2 classify/regress signatures serve.")
     models.add_argument("--allowed_model_base_paths",
                         help="Comma-separated directories HandleReloadConfigRequest may load models from (each "
                              "with everything under it); other paths are PERMISSION_DENIED. Default: "
@@ -110,6 +137,14 @@ def build_parser() -> argparse.ArgumentParser:
                           help="BatchingParameters in TF Serving's text format (max_batch_size, "
                                "batch_timeout_micros, max_enqueued_batches, num_batch_threads).")
 
+    responses = parser.add_argument_group("responses")
+    responses.add_argument("--enable_serialization_as_tensor_content", action="store_true",
+                           help="Write the numeric tensors of Predict responses as tensor_content bytes "
+                                "(compact, no per-value encoding) instead of the typed *_val fields, as TF "
+                                "Serving's flag of this name does. Clients must read tensor_content "
+                                "(tf.make_ndarray and this project's client do). String tensors stay in "
+                                "string_val.")
+
     parser.add_argument("--shutdown_grace_seconds", type=float, default=10.0,
                         help="On SIGTERM/SIGINT, how long requests in flight may take to finish.")
     parser.add_argument("--log_level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"),
@@ -117,8 +152,55 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _boolean(text: str) -> bool:
+    """A TF Serving style boolean flag value: true/false (also 1/0, yes/no)."""
+    value = text.strip().lower()
+    if value in ("true", "1", "yes"):
+        return True
+    if value in ("false", "0", "no"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+
+
+def parse_grpc_channel_arguments(text: str) -> list[tuple[str, int | str]]:
+    """Reads `--grpc_channel_arguments` as TF Serving does (model_servers/server.cc).
+
+    `key=value` pairs separated by commas; a value that parses as a 32-bit
+    integer is passed to gRPC as an integer, any other as a string.
+
+    Raises:
+        ValueError: An entry that is not `key=value`.
+    """
+    arguments = []
+    for entry in text.split(","):
+        if not entry.strip():
+            continue
+        key, equals, value = entry.partition("=")
+        if not equals or not key.strip():
+            raise ValueError(f"{entry!r} is not key=value (e.g. grpc.max_connection_age_ms=2000)")
+        key, value = key.strip(), value.strip()
+        try:
+            number = int(value)
+        except ValueError:
+            arguments.append((key, value))
+            continue
+        arguments.append((key, number) if -2**31 <= number < 2**31 else (key, value))
+    return arguments
+
+
 def check_arguments(parser: argparse.ArgumentParser, arguments: argparse.Namespace) -> None:
     """Rejects contradictory flags with a usage error (exit code 2)."""
+    if isinstance(arguments.grpc_channel_arguments, str):
+        try:
+            arguments.grpc_channel_arguments = parse_grpc_channel_arguments(arguments.grpc_channel_arguments)
+        except ValueError as error:
+            parser.error(f"--grpc_channel_arguments: {error}")
+    if isinstance(arguments.saved_model_tags, str):
+        arguments.saved_model_tags = [tag.strip() for tag in arguments.saved_model_tags.split(",") if tag.strip()]
+    if not arguments.saved_model_tags:
+        parser.error("--saved_model_tags must name at least one tag (TF Serving's default: serve)")
+    if arguments.monitoring_config_file and not arguments.rest_api_port:
+        parser.error("--monitoring_config_file configures the metrics of the REST port: give --rest_api_port too")
     if arguments.model_base_path and arguments.model_config_file:
         parser.error("give --model_base_path or --model_config_file, not both")
     for flag in ("port", "rest_api_port", "monitoring_port"):

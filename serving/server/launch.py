@@ -143,7 +143,8 @@ def running_server(*, model_base_dir: os.PathLike | None = None,
                    log_dir: os.PathLike | None = None,
                    cwd: os.PathLike | None = None,
                    startup_timeout_seconds: float = 90.0,
-                   security: ConnectionSecurity | None = None) -> Iterator[ServerProcess]:
+                   security: ConnectionSecurity | None = None,
+                   tensor_content_responses: bool = False) -> Iterator[ServerProcess]:
     """Starts the model server as a real subprocess on free ports, healthy on entry.
 
     At most one model source may be given (none serves `saved_models/` of
@@ -165,6 +166,10 @@ def running_server(*, model_base_dir: os.PathLike | None = None,
         security: How clients reach a server started with `--ssl_config_file`
             or `--auth_token_file` (in `extra_arguments`); used for the health
             checks and kept on the ServerProcess.
+        tensor_content_responses: Start it with
+            `--enable_serialization_as_tensor_content`: numeric outputs come
+            back as bytes, not typed values (the demo and the generation
+            benchmark do, for speed; off by default, as in TF Serving).
 
     Yields:
         The running `ServerProcess`.
@@ -186,6 +191,8 @@ def running_server(*, model_base_dir: os.PathLike | None = None,
         command += [f"--model_name={model_name}", f"--model_base_path={model_base_path}"]
     if model_config_file is not None:
         command.append(f"--model_config_file={model_config_file}")
+    if tensor_content_responses:
+        command.append("--enable_serialization_as_tensor_content")
     command += list(extra_arguments)
 
     log_directory = pathlib.Path(log_dir or tempfile.mkdtemp(prefix="serving-log-"))

@@ -4,10 +4,14 @@ A private registry keeps the page to the server's own series (plus process
 metrics), so tests and scrapers see the same thing in every process.
 """
 
+import dataclasses
 import logging
+import os
+import pathlib
 import threading
 
 import prometheus_client
+from google.protobuf import descriptor_pb2, descriptor_pool, message_factory, text_format
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 logger = logging.getLogger(__name__)
@@ -88,3 +92,62 @@ class ServingMetrics:
             self._http_server.shutdown()
             self._http_server.server_close()
             self._http_server = None
+
+
+# === --monitoring_config_file ===
+
+# TF Serving's PrometheusExporter::kPrometheusPath (util/prometheus_exporter.cc).
+DEFAULT_PROMETHEUS_PATH = "/monitoring/prometheus/metrics"
+
+
+def _monitoring_config_class():
+    """`tensorflow.serving.MonitoringConfig` (tensorflow_serving/config/monitoring_config.proto).
+
+    The tensorflow-serving-api package does not ship this config proto, so it
+    is built here from its definition (same package, messages, field names
+    and numbers), and TF Serving's monitoring files parse the same.
+    """
+    field = descriptor_pb2.FieldDescriptorProto
+    file = descriptor_pb2.FileDescriptorProto(name="tensorflow_serving/config/monitoring_config.proto",
+                                              package="tensorflow.serving", syntax="proto3")
+    prometheus = file.message_type.add(name="PrometheusConfig")
+    prometheus.field.add(name="enable", number=1, type=field.TYPE_BOOL, label=field.LABEL_OPTIONAL)
+    prometheus.field.add(name="path", number=2, type=field.TYPE_STRING, label=field.LABEL_OPTIONAL)
+    monitoring = file.message_type.add(name="MonitoringConfig")
+    monitoring.field.add(name="prometheus_config", number=1, type=field.TYPE_MESSAGE, label=field.LABEL_OPTIONAL,
+                         type_name=".tensorflow.serving.PrometheusConfig")
+    pool = descriptor_pool.DescriptorPool()  # its own pool: no clash should a package ever ship it
+    pool.AddSerializedFile(file.SerializeToString())
+    return message_factory.GetMessageClass(pool.FindMessageTypeByName("tensorflow.serving.MonitoringConfig"))
+
+
+MonitoringConfig = _monitoring_config_class()
+
+
+@dataclasses.dataclass(frozen=True)
+class PrometheusSettings:
+    """Where the REST port serves the Prometheus page: `path`, or nowhere when not `enabled`."""
+
+    enabled: bool = True
+    path: str = DEFAULT_PROMETHEUS_PATH
+
+
+def read_monitoring_config_file(path: os.PathLike) -> PrometheusSettings:
+    """Reads `--monitoring_config_file` (a MonitoringConfig text proto), as TF Serving reads it.
+
+    An empty `path` means TF Serving's default path.
+
+    Raises:
+        ValueError: The file cannot be read or parsed (worded as TF Serving's
+            ParseProtoTextFile), or its path does not start with "/".
+    """
+    config = MonitoringConfig()
+    try:
+        text_format.Parse(pathlib.Path(path).read_text(encoding="utf-8"), config)
+    except (OSError, UnicodeDecodeError, text_format.ParseError) as error:
+        raise ValueError(f"Invalid protobuf file: '{path}' ({error})") from None
+    prometheus = config.prometheus_config
+    metrics_path = prometheus.path or DEFAULT_PROMETHEUS_PATH
+    if not metrics_path.startswith("/"):
+        raise ValueError(f"{path}: prometheus_config.path must start with '/', got {metrics_path!r}")
+    return PrometheusSettings(enabled=prometheus.enable, path=metrics_path)

@@ -47,12 +47,24 @@ def parse_model_config(text: str) -> model_server_config_pb2.ModelServerConfig:
 
 
 def read_model_config_file(path: os.PathLike) -> model_server_config_pb2.ModelServerConfig:
-    """Reads `--model_config_file`; see `parse_model_config`."""
+    """Reads `--model_config_file`; see `parse_model_config`.
+
+    A file that cannot be read or parsed is refused with TF Serving's words
+    (util.h ParseProtoTextFile: `Invalid protobuf file: '<path>'`), followed
+    by the parser's reason.
+    """
     try:
         text = pathlib.Path(path).read_text()
-    except OSError as error:
-        raise invalid_argument(f"Cannot read model config file {path}: {error}") from None
-    return parse_model_config(text)
+    except (OSError, UnicodeDecodeError) as error:
+        raise invalid_argument(f"Invalid protobuf file: '{path}': cannot read it ({error})") from None
+    config = model_server_config_pb2.ModelServerConfig()
+    try:
+        text_format.Parse(text, config)
+    except text_format.ParseError as error:
+        raise invalid_argument(f"Invalid protobuf file: '{path}': not a ModelServerConfig text proto "
+                               f"({error})") from None
+    validate_config(config)
+    return config
 
 
 def validate_config(config: model_server_config_pb2.ModelServerConfig) -> None:

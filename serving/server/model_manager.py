@@ -95,6 +95,11 @@ class ModelManager:
         metrics: Optional ServingMetrics for load counts and availability.
         on_availability_change: Called with {model name: has an available version}
             after any change (the server drives per-model health from it).
+        load_servable: Loads one version: (name, version, path) -> Servable;
+            `Servable.load` by default. The server's also applies
+            `--saved_model_tags` and replays warm-up requests
+            (`--enable_model_warmup`): whatever it raises fails the load, and
+            the version becomes AVAILABLE only once it has returned.
 
     Raises:
         ServingError: INVALID_ARGUMENT for an invalid config or config file.
@@ -106,7 +111,8 @@ class ModelManager:
                  poll_wait_seconds: float = 1.0,
                  config_file_poll_wait_seconds: float = 0.0,
                  metrics=None,
-                 on_availability_change: Callable[[dict[str, bool]], None] | None = None):
+                 on_availability_change: Callable[[dict[str, bool]], None] | None = None,
+                 load_servable: Callable[[str, int, pathlib.Path], Servable] | None = None):
         if sum(source is not None for source in (config, config_file, model_base_dir)) != 1:
             raise ValueError("give exactly one of config, config_file and model_base_dir")
         if config is not None:
@@ -122,6 +128,7 @@ class ModelManager:
         self._config_file_poll_wait_seconds = config_file_poll_wait_seconds
         self._metrics = metrics
         self._on_availability_change = on_availability_change
+        self._load_servable = load_servable or Servable.load
 
         self._update_lock = threading.RLock()  # one config change or poll at a time (held while loading)
         self._state_lock = threading.Lock()  # guards the tables below (held briefly)
@@ -328,7 +335,7 @@ class ModelManager:
         logger.info("Loading servable version %s from %s", _servable_id(name, version), path)
         started = time.monotonic()
         try:
-            servable = Servable.load(name, version, path)
+            servable = self._load_servable(name, version, path)
         except Exception as error:  # any failure stays with this version
             serving_error = errors.from_exception(error)
             logger.error("Loading servable: %s failed: %s", _servable_id(name, version), serving_error.message)

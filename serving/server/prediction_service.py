@@ -1,4 +1,4 @@
-"""tensorflow.serving.PredictionService: Predict, Classify, GetModelMetadata.
+"""tensorflow.serving.PredictionService: Predict, Classify, Regress, MultiInference, GetModelMetadata.
 
 `InferenceService` holds the request logic, in TF Serving's order of checks
 and with its messages; the gRPC servicer and the REST API both call it, so the
@@ -11,6 +11,7 @@ from collections.abc import Callable
 
 import grpc
 import numpy as np
+from tensorflow.core.protobuf import meta_graph_pb2
 from tensorflow_serving.apis import (classification_pb2, get_model_metadata_pb2, inference_pb2, predict_pb2,
                                      prediction_service_pb2_grpc, regression_pb2)
 
@@ -22,6 +23,9 @@ from serving.server.model_manager import ModelManager
 from serving.server.servable import DEFAULT_SIGNATURE_NAME, Servable
 
 CLASSIFY_METHOD_NAME = "tensorflow/serving/classify"
+REGRESS_METHOD_NAME = "tensorflow/serving/regress"
+PREDICT_METHOD_NAME = "tensorflow/serving/predict"
+_PREDICT_METHOD_NAMES = (PREDICT_METHOD_NAME, CLASSIFY_METHOD_NAME, REGRESS_METHOD_NAME)
 DEFAULT_MAX_BATCH_SIZE = 1024
 BATCH_SIZE_INPUT = "batch_size"  # initial_state's scalar input (docs/serving_contract.md)
 SIGNATURE_DEF_FIELD = "signature_def"
@@ -36,13 +40,24 @@ class InferenceService:
         manager: Where requests find their servable.
         batcher: A BatchScheduler, or None to run every request alone.
         max_batch_size: Most rows one request may carry (`--max_batch_size`).
+        tensor_content_responses: Write the numeric tensors of Predict
+            responses as `tensor_content` bytes instead of typed `*_val`
+            fields (`--enable_serialization_as_tensor_content`; off by
+            default, as in TF Serving, whose clients may read `float_val`).
+        method_name_check: Refuse signatures whose method_name does not fit
+            the API (`--enable_signature_method_name_check`; off by default,
+            as in TF Serving, so native TF2 classify/regress signatures,
+            saved with the predict method name, serve Classify and Regress).
     """
 
     def __init__(self, manager: ModelManager, batcher: BatchScheduler | None = None,
-                 max_batch_size: int = DEFAULT_MAX_BATCH_SIZE):
+                 max_batch_size: int = DEFAULT_MAX_BATCH_SIZE, tensor_content_responses: bool = False,
+                 method_name_check: bool = False):
         self.manager = manager
         self.batcher = batcher
         self.max_batch_size = max_batch_size
+        self.tensor_content_responses = tensor_content_responses
+        self.method_name_check = method_name_check
 
     # --- Predict ---
 
@@ -62,13 +77,15 @@ class InferenceService:
         signature = servable.signature(signature_name)
 
         check_input_names(signature, request.inputs)
-        inputs = {alias: tensors.tensor_proto_to_numpy(proto, alias) for alias, proto in request.inputs.items()}
+        # Views of the request's bytes, not copies: TensorFlow copies its inputs anyway.
+        inputs = {alias: tensors.tensor_proto_to_numpy(proto, alias, copy=False)
+                  for alias, proto in request.inputs.items()}
         outputs = self.predict_arrays(servable, signature_name, inputs, list(request.output_filter), timeout_seconds,
                                       client)
         response = predict_pb2.PredictResponse()
         _fill_model_spec(response.model_spec, servable, signature_name)
-        for alias, array in outputs.items():
-            response.outputs[alias].CopyFrom(tensors.numpy_to_tensor_proto(array))
+        for alias, array in outputs.items():  # filled in place: no intermediate proto to copy
+            tensors.fill_tensor_proto(response.outputs[alias], array, self.tensor_content_responses)
         return response
 
     def predict_arrays(self, servable: Servable, signature_name: str, inputs: dict,
@@ -85,9 +102,20 @@ class InferenceService:
                 output filter; the model's own error when it fails.
         """
         signature = servable.signature(signature_name)
+        if self.method_name_check and signature.method_name not in _PREDICT_METHOD_NAMES:
+            # predict_util.cc (VerifySignature), applied only with the flag, as there.
+            raise errors.internal(
+                f"Expected prediction signature method_name to be one of {{{', '.join(_PREDICT_METHOD_NAMES)}}}. "
+                f"Was: {signature.method_name}")
         check_input_names(signature, inputs)
+        # Names and dtypes are checked here, as TF Serving checks them; shapes
+        # are left to the signature's graph (see _run_letting_the_graph_decide).
+        shape_hints = []
         for alias, array in inputs.items():
-            tensors.check_input(alias, array, signature.inputs[alias])
+            tensors.check_input(alias, array, _any_shape(signature.inputs[alias]))
+            hint = _shape_hint(alias, array, signature.inputs[alias])
+            if hint is not None:
+                shape_hints.append(hint)
         check_rows_agree(signature, inputs)
         self.check_batch_size(inputs)
         output_aliases = []
@@ -99,8 +127,31 @@ class InferenceService:
             if alias in output_aliases:
                 raise invalid_argument(f"duplicate output tensor alias: {alias}")
             output_aliases.append(alias)
-        outputs = self._run(servable, signature_name, inputs, timeout_seconds, client)
+        if shape_hints:
+            outputs = self._run_letting_the_graph_decide(servable, signature_name, inputs, shape_hints,
+                                                         timeout_seconds, client)
+        else:
+            outputs = self._run(servable, signature_name, inputs, timeout_seconds, client)
         return {alias: outputs[alias] for alias in (output_aliases or sorted(signature.outputs))}
+
+    def _run_letting_the_graph_decide(self, servable: Servable, signature_name: str, inputs: dict,
+                                      shape_hints: list[str], timeout_seconds: float | None, client) -> dict:
+        """Runs a request whose shapes differ from the signature's, alone (never merged into a batch).
+
+        TF Serving feeds such tensors to the graph as they are, and the graph
+        either computes with them (`[1]` for an `[?,1]` input of
+        half_plus_two) or fails; a failure here is INVALID_ARGUMENT with the
+        graph's own message, followed by what the signature declares, so the
+        caller knows what to send.
+        """
+        try:
+            return self._run(servable, signature_name, inputs, timeout_seconds, client, alone=True)
+        except Exception as error:
+            serving_error = errors.from_exception(error)
+            if serving_error.code not in (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.INTERNAL,
+                                          grpc.StatusCode.UNKNOWN, grpc.StatusCode.FAILED_PRECONDITION):
+                raise serving_error from None
+            raise invalid_argument(f"{serving_error.message.rstrip('.')}. {' '.join(shape_hints)}") from None
 
     def check_batch_size(self, inputs: dict) -> None:
         """Refuses a request of more rows than `--max_batch_size`, before any work is done.
@@ -139,59 +190,144 @@ class InferenceService:
             raise invalid_argument("Missing ModelSpec")
         servable = self.manager.resolve(request.model_spec)
         signature_name = request.model_spec.signature_name or DEFAULT_SIGNATURE_NAME
+        self._classification_signature(servable, signature_name)
+        examples = self._examples(request.input)
+        outputs = self._run(servable, signature_name, {"inputs": examples}, timeout_seconds, client)
+        response = classification_pb2.ClassificationResponse()
+        _fill_model_spec(response.model_spec, servable, signature_name)
+        response.result.CopyFrom(classification_result(outputs, len(examples)))
+        return response
+
+    # --- Regress ---
+
+    def regress(self, request: regression_pb2.RegressionRequest, timeout_seconds: float | None = None,
+                client=None) -> regression_pb2.RegressionResponse:
+        """Runs a `tensorflow/serving/regress` signature on serialized tf.Examples.
+
+        Raises:
+            ServingError: with TF Serving's code and message for each failure.
+        """
+        if not request.HasField("model_spec"):
+            raise invalid_argument("Missing ModelSpec")
+        servable = self.manager.resolve(request.model_spec)
+        signature_name = request.model_spec.signature_name or DEFAULT_SIGNATURE_NAME
+        self._regression_signature(servable, signature_name)
+        examples = self._examples(request.input)
+        outputs = self._run(servable, signature_name, {"inputs": examples}, timeout_seconds, client)
+        response = regression_pb2.RegressionResponse()
+        _fill_model_spec(response.model_spec, servable, signature_name)
+        response.result.CopyFrom(regression_result(outputs, len(examples)))
+        return response
+
+    # --- MultiInference ---
+
+    def multi_inference(self, request: inference_pb2.MultiInferenceRequest, timeout_seconds: float | None = None,
+                        client=None) -> inference_pb2.MultiInferenceResponse:
+        """Runs several classify and regress signatures of one model version on the same examples.
+
+        Checks and messages follow multi_inference.cc. One difference: TF
+        Serving also requires every signature to read the same input tensor
+        (true of TF1 exports, never of TF2 ones, whose signatures each have
+        their own); here each signature is run on the examples, so
+        MultiInference works with TF2 models too.
+
+        Raises:
+            ServingError: INVALID_ARGUMENT for an empty, mixed-model or
+                duplicate task list, UNIMPLEMENTED for another method name.
+        """
+        if not request.tasks:
+            raise invalid_argument("MultiInferenceRequest holds no tasks; add one InferenceTask per "
+                                   "classify or regress signature")
+        model_name = ""
+        signature_names = []
+        for task in request.tasks:
+            if not task.model_spec.name:
+                raise invalid_argument("Found ModelSpec with an empty model name.")
+            if model_name and task.model_spec.name != model_name:
+                raise invalid_argument("All ModelSpecs in a MultiInferenceRequest must access the same model name.")
+            model_name = task.model_spec.name
+            signature_name = task.model_spec.signature_name or DEFAULT_SIGNATURE_NAME
+            if signature_name in signature_names:
+                raise invalid_argument(f"Duplicate evaluation of signature: {signature_name}")
+            signature_names.append(signature_name)
+        # Every task runs on the same version: the one the first task's spec picks.
+        servable = self.manager.resolve(request.tasks[0].model_spec)
+        for task, signature_name in zip(request.tasks, signature_names):
+            if signature_name not in servable.signature_defs:
+                raise invalid_argument(f"Requested signature not found in model graph: {signature_name}")
+            if task.method_name == CLASSIFY_METHOD_NAME:
+                self._classification_signature(servable, signature_name)
+            elif task.method_name == REGRESS_METHOD_NAME:
+                self._regression_signature(servable, signature_name)
+            else:
+                raise ServingError(grpc.StatusCode.UNIMPLEMENTED,
+                                   f"Unsupported signature method_name: {task.method_name} (set each task's "
+                                   f"method_name to {CLASSIFY_METHOD_NAME} or {REGRESS_METHOD_NAME})")
+        examples = self._examples(request.input)
+        response = inference_pb2.MultiInferenceResponse()
+        for task, signature_name in zip(request.tasks, signature_names):
+            outputs = self._run(servable, signature_name, {"inputs": examples}, timeout_seconds, client)
+            result = response.results.add()
+            _fill_model_spec(result.model_spec, servable, signature_name)
+            if task.method_name == CLASSIFY_METHOD_NAME:
+                result.classification_result.CopyFrom(classification_result(outputs, len(examples)))
+            else:
+                result.regression_result.CopyFrom(regression_result(outputs, len(examples)))
+        return response
+
+    # --- signatures of serialized tf.Examples (Classify, Regress, MultiInference) ---
+
+    def _example_signature(self, servable: Servable, signature_name: str, kind: str,
+                           method_name: str) -> meta_graph_pb2.SignatureDef:
         signature = servable.signature_defs.get(signature_name)
         if signature is None or signature_name.startswith("__"):
             raise invalid_argument(f"No signature was found with the name: {signature_name}")
-        if signature.method_name != CLASSIFY_METHOD_NAME:
+        if self.method_name_check and signature.method_name != method_name:
+            # classifier.cc / regressor.cc: only with --enable_signature_method_name_check.
             raise invalid_argument(
-                f"Expected classification signature method_name to be {CLASSIFY_METHOD_NAME}. "
-                f"Was: {signature.method_name}")
+                f"Expected {kind} signature method_name to be {method_name}. Was: {signature.method_name}")
         if len(signature.inputs) != 1:
-            raise invalid_argument("Expected one input Tensor.")
+            raise invalid_argument(f"Expected one input Tensor. ({signature_name} takes "
+                                   f"{{{','.join(sorted(signature.inputs))}}}; a {kind} signature takes one, "
+                                   "\"inputs\", of serialized tf.Examples; call this one with Predict)")
+        return signature
+
+    def _classification_signature(self, servable: Servable, signature_name: str) -> meta_graph_pb2.SignatureDef:
+        """Checks a signature as classifier.cc (PreProcessClassification) does."""
+        signature = self._example_signature(servable, signature_name, "classification", CLASSIFY_METHOD_NAME)
         if len(signature.outputs) not in (1, 2):
-            raise invalid_argument(f"Expected one or two output Tensors, found {len(signature.outputs)}")
+            raise invalid_argument(f"Expected one or two output Tensors, found {len(signature.outputs)} "
+                                   f"({signature_name} is not a classify signature, whose outputs are \"classes\" "
+                                   "and/or \"scores\"; call it with Predict)")
         if "inputs" not in signature.inputs:
-            raise errors.failed_precondition("No classification inputs found in SignatureDef: inputs")
+            raise errors.failed_precondition(_no_examples_input("classification", signature_name, signature))
         if "classes" not in signature.outputs and "scores" not in signature.outputs:
             raise errors.failed_precondition(
                 "Expected classification signature outputs to contain at least one of \"classes\" or \"scores\".")
+        return signature
 
-        examples = serialized_examples(request.input)
+    def _regression_signature(self, servable: Servable, signature_name: str) -> meta_graph_pb2.SignatureDef:
+        """Checks a signature as regressor.cc (PreProcessRegression) does."""
+        signature = self._example_signature(servable, signature_name, "regression", REGRESS_METHOD_NAME)
+        if len(signature.outputs) != 1:
+            raise invalid_argument(f"Expected one output Tensor. ({signature_name} has {len(signature.outputs)}; a "
+                                   "regress signature's one output is \"outputs\"; call it with Predict)")
+        if "inputs" not in signature.inputs:
+            raise errors.failed_precondition(_no_examples_input("regression", signature_name, signature))
+        if "outputs" not in signature.outputs:
+            raise errors.failed_precondition(
+                f"No regression outputs found in SignatureDef: {signature_name} has outputs "
+                f"{{{','.join(sorted(signature.outputs))}}}; Regress reads the one named \"outputs\"")
+        return signature
+
+    def _examples(self, request_input) -> np.ndarray:
+        """The request's serialized tf.Examples, within `--max_batch_size`."""
+        examples = serialized_examples(request_input)
         if len(examples) > self.max_batch_size:
             raise invalid_argument(
                 f"The request holds {len(examples)} examples; this server takes at most {self.max_batch_size} "
                 "per request (--max_batch_size). Split the request.")
-        outputs = self._run(servable, signature_name, {"inputs": examples}, timeout_seconds, client)
-        classes, scores = outputs.get("classes"), outputs.get("scores")
-        num_examples = len(examples)
-        for name, output, dtype_kind in (("classes", classes, "O"), ("scores", scores, "f")):
-            if output is None:
-                continue
-            if output.ndim != 2:
-                raise invalid_argument(
-                    f"Expected Tensor shape: [batch_size num_classes] but got {tensors.shape_string(output.shape)}")
-            if output.dtype.kind != dtype_kind:
-                expected = "DT_STRING" if dtype_kind == "O" else "DT_FLOAT"
-                raise invalid_argument(f"Expected {name} Tensor of {expected}. Got: {output.dtype}")
-            if output.shape[0] != num_examples:
-                raise invalid_argument(
-                    f"Expected {name} output batch size of {num_examples}. Got: {output.shape[0]}")
-        if classes is not None and scores is not None and classes.shape[1] != scores.shape[1]:
-            raise invalid_argument(
-                f"Tensors class and score should match in dim_size(1). Got {classes.shape[1]} vs. {scores.shape[1]}")
-
-        response = classification_pb2.ClassificationResponse()
-        _fill_model_spec(response.model_spec, servable, signature_name)
-        num_classes = (classes if classes is not None else scores).shape[1]
-        for row in range(num_examples):
-            classifications = response.result.classifications.add()
-            for column in range(num_classes):
-                entry = classifications.classes.add()
-                if classes is not None:
-                    entry.label = classes[row, column].decode("utf-8", errors="replace")
-                if scores is not None:
-                    entry.score = float(scores[row, column])
-        return response
+        return examples
 
     # --- GetModelMetadata ---
 
@@ -223,20 +359,22 @@ class InferenceService:
     # --- shared ---
 
     def _run(self, servable: Servable, signature_name: str, inputs: dict, timeout_seconds: float | None,
-             client=None) -> dict:
+             client=None, alone: bool = False) -> dict:
         """Runs the signature, unless the caller is already gone.
 
         Args:
             client: The gRPC context (`is_active()`, `add_callback()`), or None:
                 a request whose deadline has passed or whose client has left
                 is not started, and leaves the batch queue when that happens.
+            alone: Never merge this request with others (its shapes are not
+                the signature's, so rows cannot be told apart in a batch).
         """
         if timeout_seconds is not None and timeout_seconds <= 0:
             raise ServingError(grpc.StatusCode.DEADLINE_EXCEEDED,
                                "The request's deadline had passed before it could start; nothing was run")
         if client is not None and not client.is_active():
             raise ServingError(grpc.StatusCode.CANCELLED, CLIENT_GONE_MESSAGE)
-        if self.batcher is None:
+        if self.batcher is None or alone:
             return servable.run(signature_name, inputs)
         return self.batcher.run(
             (servable.name, servable.version, signature_name), inputs, servable.batching_plan(signature_name),
@@ -278,6 +416,90 @@ def check_rows_agree(signature, inputs: dict) -> None:
         listed = ", ".join(f"{alias} has {count}" for alias, count in sorted(rows.items()))
         raise invalid_argument(f"The inputs disagree on the number of rows ({listed}); send one row per "
                                "sequence in every input")
+
+
+def _no_examples_input(kind: str, signature_name: str, signature: meta_graph_pb2.SignatureDef) -> str:
+    """classifier.cc / regressor.cc's message (there followed by the SignatureDef), saying what to fix."""
+    return (f"No {kind} inputs found in SignatureDef: {signature_name} takes "
+            f"{{{','.join(sorted(signature.inputs))}}}; the serialized tf.Examples go to an input named \"inputs\"")
+
+
+def _any_shape(tensor_info: meta_graph_pb2.TensorInfo) -> meta_graph_pb2.TensorInfo:
+    """The TensorInfo with its shape unknown: `tensors.check_input` then checks the dtype (and values) only."""
+    loose = meta_graph_pb2.TensorInfo(dtype=tensor_info.dtype)
+    loose.tensor_shape.unknown_rank = True
+    return loose
+
+
+def _shape_hint(alias: str, array: np.ndarray, tensor_info: meta_graph_pb2.TensorInfo) -> str | None:
+    """`Input "x": expected shape [?,1], got [1].` when the array does not have the signature's shape, else None."""
+    dims = tensors.tensor_info_dims(tensor_info)
+    if dims is None:
+        return None
+    if len(dims) == array.ndim and all(expected < 0 or expected == received
+                                       for expected, received in zip(dims, array.shape)):
+        return None
+    return f"Input \"{alias}\": expected shape {tensors.shape_string(dims)}, got {tensors.shape_string(array.shape)}."
+
+
+def classification_result(outputs: dict, num_examples: int) -> classification_pb2.ClassificationResult:
+    """Turns a classify signature's `classes`/`scores` into a ClassificationResult.
+
+    Checks and messages as classifier.cc's PostProcessClassificationResult.
+
+    Raises:
+        ServingError: INVALID_ARGUMENT for outputs of the wrong rank, dtype or rows.
+    """
+    classes, scores = outputs.get("classes"), outputs.get("scores")
+    for name, output, dtype_kind in (("classes", classes, "O"), ("scores", scores, "f")):
+        if output is None:
+            continue
+        if output.ndim != 2:
+            raise invalid_argument(
+                f"Expected Tensor shape: [batch_size num_classes] but got {tensors.shape_string(output.shape)}")
+        if output.dtype.kind != dtype_kind or (dtype_kind == "f" and output.dtype != np.float32):
+            expected = "DT_STRING" if dtype_kind == "O" else "DT_FLOAT"
+            raise invalid_argument(f"Expected {name} Tensor of {expected}. Got: {output.dtype}")
+        if output.shape[0] != num_examples:
+            raise invalid_argument(f"Expected {name} output batch size of {num_examples}. Got: {output.shape[0]}")
+    if classes is not None and scores is not None and classes.shape[1] != scores.shape[1]:
+        raise invalid_argument(
+            f"Tensors class and score should match in dim_size(1). Got {classes.shape[1]} vs. {scores.shape[1]}")
+    result = classification_pb2.ClassificationResult()
+    num_classes = (classes if classes is not None else scores).shape[1]
+    for row in range(num_examples):
+        classifications = result.classifications.add()
+        for column in range(num_classes):
+            entry = classifications.classes.add()
+            if classes is not None:
+                entry.label = classes[row, column].decode("utf-8", errors="replace")
+            if scores is not None:
+                entry.score = float(scores[row, column])
+    return result
+
+
+def regression_result(outputs: dict, num_examples: int) -> regression_pb2.RegressionResult:
+    """Turns a regress signature's `outputs` ([batch] or [batch, 1] floats) into a RegressionResult.
+
+    Checks and messages as regressor.cc's PostProcessRegressionResult.
+
+    Raises:
+        ServingError: INVALID_ARGUMENT for an output of the wrong shape, rows or dtype.
+    """
+    output = outputs["outputs"]
+    if not (output.ndim == 1 or (output.ndim == 2 and output.shape[1] == 1)):
+        raise invalid_argument("Expected output Tensor shape to be either [batch_size] or [batch_size, 1] but got "
+                               f"{tensors.shape_string(output.shape)}")
+    if output.shape[0] != num_examples:
+        raise invalid_argument(
+            f"Input batch size did not match output batch size: {num_examples} vs. {output.shape[0]}")
+    if output.dtype != np.float32:
+        raise invalid_argument("Expected output Tensor of DT_FLOAT.  Got: "
+                               f"{tensors.data_type_name(tensors.data_type_of(output))}")
+    result = regression_pb2.RegressionResult()
+    for value in output.reshape(-1):
+        result.regressions.add(value=float(value))
+    return result
 
 
 def serialized_examples(request_input) -> np.ndarray:
@@ -376,17 +598,12 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
                             lambda: self._inference.get_model_metadata(request))
 
     def Regress(self, request, context):
-        def refuse():
-            raise ServingError(grpc.StatusCode.UNIMPLEMENTED,
-                               "Regress is not implemented by this server: the zoo exports no "
-                               "tensorflow/serving/regress signatures; use Predict")
-        return self._handle("Regress", request, context, regression_pb2.RegressionResponse(), refuse)
+        return self._handle("Regress", request, context, regression_pb2.RegressionResponse(),
+                            lambda: self._inference.regress(request, remaining_seconds(context), context))
 
     def MultiInference(self, request, context):
-        def refuse():
-            raise ServingError(grpc.StatusCode.UNIMPLEMENTED,
-                               "MultiInference is not implemented by this server; send one Classify "
-                               "or Predict request per signature")
         spec_holder = request.tasks[0] if request.tasks else inference_pb2.InferenceTask()
         return handle_rpc("MultiInference", spec_holder.model_spec.name, context,
-                          inference_pb2.MultiInferenceResponse(), refuse, self._metrics, self._inference.manager)
+                          inference_pb2.MultiInferenceResponse(),
+                          lambda: self._inference.multi_inference(request, remaining_seconds(context), context),
+                          self._metrics, self._inference.manager)

@@ -4,6 +4,7 @@
     GET  /v1/models/<model>[/versions/<v>|/labels/<l>]/metadata    signatures
     POST /v1/models/<model>[/versions/<v>|/labels/<l>]:predict     {"instances": [...]} or {"inputs": ...}
     POST /v1/models/<model>[/versions/<v>|/labels/<l>]:classify    {"examples": [...], "context": {...}}
+    POST /v1/models/<model>[/versions/<v>|/labels/<l>]:regress     {"examples": [...], "context": {...}}
     GET  /monitoring/prometheus/metrics                            (TF Serving's metrics path)
 
 Errors are `{"error": "<message>"}` with the HTTP code TF Serving gives for
@@ -35,7 +36,8 @@ import cheroot.ssl
 import cheroot.workers.threadpool
 import grpc
 from google.protobuf import json_format
-from tensorflow_serving.apis import classification_pb2, get_model_metadata_pb2, get_model_status_pb2, model_pb2
+from tensorflow_serving.apis import (classification_pb2, get_model_metadata_pb2, get_model_status_pb2, model_pb2,
+                                     regression_pb2)
 
 from serving.protocol import errors, tensors
 from serving.protocol.errors import ServingError, invalid_argument
@@ -64,11 +66,14 @@ class RestApi:
         manager: Model status and lookups.
         metrics: Counts requests and serves the Prometheus page, or None.
         timeout_seconds: Deadline given to each request (`--rest_api_timeout_in_ms`).
+        prometheus_path: Where GET serves the metrics page (TF Serving's path by
+            default, or `--monitoring_config_file`'s); None serves none.
     """
 
     def __init__(self, inference: InferenceService, manager: ModelManager,
                  metrics: ServingMetrics | None = None, timeout_seconds: float | None = 30.0,
-                 tokens: TokenChecker | None = None):
+                 tokens: TokenChecker | None = None, prometheus_path: str | None = PROMETHEUS_PATH):
+        self._prometheus_path = prometheus_path
         self._inference = inference
         self._manager = manager
         self._metrics = metrics
@@ -99,7 +104,7 @@ class RestApi:
             (HTTP status, content type, body).
         """
         path = urllib.parse.urlsplit(path).path
-        if method == "GET" and path == PROMETHEUS_PATH and self._metrics is not None:
+        if method == "GET" and path == self._prometheus_path and self._metrics is not None:
             return int(http.HTTPStatus.OK), "text/plain; version=0.0.4", self._metrics.exposition()
         started = time.perf_counter()
         api, model_name, code = f"REST {method}", "", grpc.StatusCode.OK
@@ -160,17 +165,20 @@ class RestApi:
 
     def _post(self, method: str, model_spec: model_pb2.ModelSpec, body: bytes) -> dict:
         document = parse_json_body(body)
+        # Worded as TF Serving's json_tensor.cc (ParseJson, FormatSignatureError).
         if not isinstance(document, dict):
-            raise invalid_argument("JSON Value: request body must be a JSON object")
+            raise invalid_argument(f"JSON Value: {tensors.json_preview(document)} Is not object (the body must be "
+                                   "a JSON object such as {\"instances\": [...]})")
         signature_name = document.get("signature_name", "")
         if not isinstance(signature_name, str):
-            raise invalid_argument("'signature_name' key must be a string value.")
+            raise invalid_argument(f"JSON Value: {tensors.json_preview(signature_name)} not formatted correctly. "
+                                   "'signature_name' key must be a string value.")
         model_spec.signature_name = signature_name
         if method == "predict":
             return self._predict(model_spec, document)
         if method == "classify":
             return self._classify(model_spec, document)
-        raise ServingError(grpc.StatusCode.UNIMPLEMENTED, "Regress is not implemented by this server; use :predict")
+        return self._regress(model_spec, document)
 
     def _predict(self, model_spec: model_pb2.ModelSpec, document: dict) -> dict:
         if ("instances" in document) == ("inputs" in document):
@@ -203,23 +211,40 @@ class RestApi:
         return {"predictions": [{alias: encoded[alias][row] for alias in encoded} for row in range(batch_size)]}
 
     def _classify(self, model_spec: model_pb2.ModelSpec, document: dict) -> dict:
-        examples = document.get("examples")
-        if not isinstance(examples, list) or not examples:
-            raise invalid_argument("'examples' must be a non-empty list of feature objects")
+        """`:classify`: `{"results": [[[label, score], ...] per example]}`, the key TF Serving's handler writes."""
         request = classification_pb2.ClassificationRequest(model_spec=model_spec)
-        try:
-            built = [tensors.make_example(_feature_object(example)) for example in examples]
-            if "context" in document:
-                request.input.example_list_with_context.context.CopyFrom(
-                    tensors.make_example(_feature_object(document["context"])))
-                request.input.example_list_with_context.examples.extend(built)
-            else:
-                request.input.example_list.examples.extend(built)
-        except ValueError as error:
-            raise invalid_argument(str(error)) from None
+        _fill_examples(request.input, document)
         response = self._inference.classify(request, self._timeout_seconds)
-        return {"result": [[[entry.label, entry.score] for entry in classifications.classes]
-                           for classifications in response.result.classifications]}
+        return {"results": [[[entry.label, entry.score] for entry in classifications.classes]
+                            for classifications in response.result.classifications]}
+
+    def _regress(self, model_spec: model_pb2.ModelSpec, document: dict) -> dict:
+        """`:regress`: `{"results": [value per example]}`, as TF Serving's handler writes it."""
+        request = regression_pb2.RegressionRequest(model_spec=model_spec)
+        _fill_examples(request.input, document)
+        response = self._inference.regress(request, self._timeout_seconds)
+        return {"results": [regression.value for regression in response.result.regressions]}
+
+
+def _fill_examples(request_input, document: dict) -> None:
+    """Fills a tensorflow.serving.Input from REST's `"examples"` (and optional `"context"`) objects.
+
+    Raises:
+        ServingError: INVALID_ARGUMENT saying what to send.
+    """
+    examples = document.get("examples")
+    if not isinstance(examples, list) or not examples:
+        raise invalid_argument("'examples' must be a non-empty list of feature objects")
+    try:
+        built = [tensors.make_example(_feature_object(example)) for example in examples]
+        if "context" in document:
+            request_input.example_list_with_context.context.CopyFrom(
+                tensors.make_example(_feature_object(document["context"])))
+            request_input.example_list_with_context.examples.extend(built)
+        else:
+            request_input.example_list.examples.extend(built)
+    except ValueError as error:
+        raise invalid_argument(str(error)) from None
 
 
 # === JSON bodies ===
@@ -244,13 +269,16 @@ def parse_json_body(body: bytes):
     except UnicodeDecodeError as error:
         raise invalid_argument(f"JSON Parse error: the body is not UTF-8 ({error}); send UTF-8 JSON, "
                                "with binary strings as {\"b64\": ...}") from None
+    if not text:  # json_tensor.cc (ParseJson) words these two as follows
+        raise invalid_argument("JSON Parse error: The document is empty")
     try:
         document = json.loads(text, parse_float=_finite_float, parse_int=_bounded_int,
                               parse_constant=_refuse_constant)
     except RecursionError:
         raise _too_deep() from None
     except json.JSONDecodeError as error:
-        raise invalid_argument(f"JSON Parse error: {error}") from None
+        raise invalid_argument(f"JSON Parse error: {error.msg} at offset: {error.pos} (line {error.lineno} "
+                               f"column {error.colno})") from None
     _check_json_depth(document)
     return document
 
@@ -572,7 +600,7 @@ class _RestGateway(cheroot.server.Gateway):
         try:
             if method not in ("GET", "POST"):
                 raise _Refusal(405, f"Method {method} is not allowed: GET a model's status or metadata, "
-                                    "POST to :predict or :classify", {"Allow": "GET, POST"})
+                                    "POST to :predict, :classify or :regress", {"Allow": "GET, POST"})
             try:
                 server.api.authorize(method, target, _header_text(request.inheaders.get(b"Authorization")))
             except ServingError as error:
