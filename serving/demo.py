@@ -64,7 +64,7 @@ def run_demo(client: ServingClient, rest_url: str | None, *, max_new_tokens: int
         positive = result.probabilities["positive"]
         print(f"{result.label:9s} p(positive)={positive:.3f}  {sentence}")
 
-    section(f"the same through the Classify API (tf.Example with a 'text' feature)")
+    section("the same through the Classify API (tf.Example with a 'text' feature)")
     for sentence, result in zip(SENTENCES, client.classify_sentences_with_examples(CLASSIFIER, SENTENCES)):
         print(f"{result.label:9s} {json.dumps({k: round(v, 3) for k, v in result.probabilities.items()})}")
 
