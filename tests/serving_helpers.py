@@ -382,6 +382,19 @@ def copy_version_atomically(source: os.PathLike, base_path: os.PathLike, version
     return target
 
 
+def predict_request(model: str, signature: str = "", **inputs):
+    """A `PredictRequest` for `model`'s `signature` (default: the server's default) with numpy `inputs`."""
+    import tensorflow as tf
+    from tensorflow_serving.apis import predict_pb2
+
+    request = predict_pb2.PredictRequest()
+    request.model_spec.name = model
+    request.model_spec.signature_name = signature
+    for alias, value in inputs.items():
+        request.inputs[alias].CopyFrom(tf.make_tensor_proto(value))
+    return request
+
+
 def run_saved_model(export_dir: os.PathLike, signature_name: str, **inputs) -> dict:
     """Runs a signature of a SavedModel in this process; the reference for server values."""
     import tensorflow as tf
@@ -485,6 +498,7 @@ def running_server(**options) -> Iterator[ServerProcess]:
 
 
 __all__ = ["ServerProcess", "build_toy_models", "copy_version_atomically", "free_port",
-           "make_certificate_authority", "make_signed_certificate", "read_http_response", "run_saved_model",
+           "make_certificate_authority", "make_signed_certificate", "predict_request", "read_http_response",
+           "run_saved_model",
            "running_server", "save_toy_model", "session_toy_models", "stop_server", "wait_for_health",
            "write_ssl_config"]

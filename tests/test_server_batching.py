@@ -12,9 +12,9 @@ import grpc
 import numpy as np
 import pytest
 import tensorflow as tf
-from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
+from tensorflow_serving.apis import prediction_service_pb2_grpc
 
-from serving_helpers import (LANGUAGE_MODEL_NAME, assert_float32_close, TAGGER_NAME, TOY_STATE_SIZE, run_saved_model, running_server,
+from serving_helpers import (LANGUAGE_MODEL_NAME, predict_request, assert_float32_close, TAGGER_NAME, TOY_STATE_SIZE, run_saved_model, running_server,
                              session_toy_models)
 
 TIMEOUT_SECONDS = 30
@@ -58,13 +58,7 @@ def prediction(server):
         yield prediction_service_pb2_grpc.PredictionServiceStub(channel)
 
 
-def _request(model, signature, **inputs):
-    request = predict_pb2.PredictRequest()
-    request.model_spec.name = model
-    request.model_spec.signature_name = signature
-    for alias, value in inputs.items():
-        request.inputs[alias].CopyFrom(tf.make_tensor_proto(value))
-    return request
+_request = predict_request
 
 
 def _right_padded_ids(generator, rows, length):

@@ -28,7 +28,7 @@ from tensorflow_serving.apis import (classification_pb2, get_model_status_pb2, i
 from serving.protocol.errors import ServingError
 from serving.server import cli, metrics, model_manager, warmup
 from serving.server.servable import Servable
-from serving_helpers import running_server
+from serving_helpers import predict_request, running_server
 
 TIMEOUT_SECONDS = 20
 VERSION = 123  # TF Serving's test models are version 00000123
@@ -136,15 +136,6 @@ def example_x(value: float) -> bytes:
     example = tf.train.Example()
     example.features.feature["x"].float_list.value.append(value)
     return example.SerializeToString()
-
-
-def predict_request(model: str, signature: str = "", **inputs) -> predict_pb2.PredictRequest:
-    request = predict_pb2.PredictRequest()
-    request.model_spec.name = model
-    request.model_spec.signature_name = signature
-    for alias, value in inputs.items():
-        request.inputs[alias].CopyFrom(tf.make_tensor_proto(value))
-    return request
 
 
 def verify_predict_request(model: str) -> predict_pb2.PredictRequest:

@@ -14,10 +14,9 @@ import urllib.request
 import grpc
 import numpy as np
 import pytest
-import tensorflow as tf
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
-from tensorflow_serving.apis import (classification_pb2, get_model_status_pb2, model_management_pb2, model_service_pb2_grpc, predict_pb2,
+from tensorflow_serving.apis import (classification_pb2, get_model_status_pb2, model_management_pb2, model_service_pb2_grpc,
                                      prediction_service_pb2_grpc)
 from tensorflow_serving.config import model_server_config_pb2
 
@@ -25,7 +24,7 @@ from serving.client import cli as client_cli
 from serving.client.connection import ConnectionSecurity
 from serving.client.serving_client import ServingClient, ServingClientError
 from serving.protocol.errors import ServingError
-from serving_helpers import (CLASSIFIER_NAME, LANGUAGE_MODEL_NAME, make_certificate_authority,
+from serving_helpers import (CLASSIFIER_NAME, LANGUAGE_MODEL_NAME, predict_request, make_certificate_authority,
                              make_signed_certificate, running_server, session_toy_models, write_ssl_config)
 
 TIMEOUT_SECONDS = 10
@@ -35,12 +34,7 @@ MAX_MESSAGE_BYTES = 64 * 1024
 
 
 def _predict_request(model=LANGUAGE_MODEL_NAME, signature="", **inputs):
-    request = predict_pb2.PredictRequest()
-    request.model_spec.name = model
-    request.model_spec.signature_name = signature
-    for alias, value in inputs.items():
-        request.inputs[alias].CopyFrom(tf.make_tensor_proto(value))
-    return request
+    return predict_request(model, signature, **inputs)
 
 
 def _token_ids(rows=1):

@@ -186,17 +186,8 @@ class InferenceService:
         Raises:
             ServingError: with TF Serving's code and message for each failure.
         """
-        if not request.HasField("model_spec"):
-            raise invalid_argument("Missing ModelSpec")
-        servable = self.manager.resolve(request.model_spec)
-        signature_name = request.model_spec.signature_name or DEFAULT_SIGNATURE_NAME
-        self._classification_signature(servable, signature_name)
-        examples = self._examples(request.input)
-        outputs = self._run(servable, signature_name, {"inputs": examples}, timeout_seconds, client)
-        response = classification_pb2.ClassificationResponse()
-        _fill_model_spec(response.model_spec, servable, signature_name)
-        response.result.CopyFrom(classification_result(outputs, len(examples)))
-        return response
+        return self._run_on_examples(request, self._classification_signature, classification_result,
+                                     classification_pb2.ClassificationResponse(), timeout_seconds, client)
 
     # --- Regress ---
 
@@ -207,16 +198,21 @@ class InferenceService:
         Raises:
             ServingError: with TF Serving's code and message for each failure.
         """
+        return self._run_on_examples(request, self._regression_signature, regression_result,
+                                     regression_pb2.RegressionResponse(), timeout_seconds, client)
+
+    def _run_on_examples(self, request, check_signature, result_of, response, timeout_seconds, client):
+        """Classify's and Regress's common path: resolve, check the signature, run it on the
+        request's tf.Examples, and fill `response` with `result_of(outputs, number of examples)`."""
         if not request.HasField("model_spec"):
             raise invalid_argument("Missing ModelSpec")
         servable = self.manager.resolve(request.model_spec)
         signature_name = request.model_spec.signature_name or DEFAULT_SIGNATURE_NAME
-        self._regression_signature(servable, signature_name)
+        check_signature(servable, signature_name)
         examples = self._examples(request.input)
         outputs = self._run(servable, signature_name, {"inputs": examples}, timeout_seconds, client)
-        response = regression_pb2.RegressionResponse()
         _fill_model_spec(response.model_spec, servable, signature_name)
-        response.result.CopyFrom(regression_result(outputs, len(examples)))
+        response.result.CopyFrom(result_of(outputs, len(examples)))
         return response
 
     # --- MultiInference ---
