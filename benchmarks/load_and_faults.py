@@ -92,7 +92,9 @@ PHASE_EVENTS = {"new_version": "new_version", "corrupt_version": "corrupt_versio
 
 # Statuses that are the point of a fault, not a failure of the server.
 AFTER_REMOVAL = {"NOT_FOUND", "HTTP 404"}
-# CANCELLED: grpc-python's server.stop() cancels calls that reach it after the stop began.
+# CANCELLED: grpc-python's server.stop() cancels the calls still waiting in gRPC core. The server
+# answers or refuses (UNAVAILABLE) what arrives before it stops (ShutdownGate), so only a call
+# that reaches core in the instant of the stop can be CANCELLED, and only after the SIGTERM.
 AFTER_SIGTERM = {"UNAVAILABLE", "CANCELLED", "HTTP 503", "ConnectionRefusedError", "ConnectionResetError",
                  "RemoteDisconnected", "BrokenPipeError", "IncompleteRead", "ConnectionAbortedError"}
 SERVER_FAULTS = {"INTERNAL", "UNKNOWN", "HTTP 500", "DATA_LOSS"}
@@ -476,6 +478,12 @@ def analyse(records: list[dict], events: dict, load_start: float) -> dict:
         "expected_codes": dict(codes["expected"]),
         "unexpected_codes": dict(codes["unexpected"]),
         "error_messages": {key: dict(counter.most_common(3)) for key, counter in sorted(messages.items())},
+        # The first few unexpected errors in full, to tell what caused them.
+        "unexpected_examples": [
+            {"at_s": round(r["start"] - load_start, 3), "latency_ms": round(r["latency"] * 1000, 2),
+             "model": r["model"], "api": r["api"], "method": r["method"], "code": r["code"],
+             "message": r["message"], "phase": r["phase"]}
+            for r in sorted(records, key=lambda r: r["start"]) if r["class"] == "unexpected"][:20],
         "server_fault_codes": {code: count for code, count in codes["unexpected"].items() if code in SERVER_FAULTS},
         "latency_ok_before_sigterm": latency_summary([r["latency"] for r in before_sigterm if r["code"] == "OK"]),
         "per_phase": per_phase,

@@ -251,7 +251,7 @@ GRPC_CASES = [
              grpc.StatusCode.RESOURCE_EXHAUSTED, "Received message larger than max"),
     GrpcCase("a response over --max_message_bytes", "Predict",
              lambda: _predict(token_ids=np.full((4, 500), 2, np.int64)), grpc.StatusCode.RESOURCE_EXHAUSTED,
-             "response is"),
+             "response is at least 128000 bytes"),  # 4 x 500 x 16 float32 logits, refused before running
     # --- token ids ---
     GrpcCase("a negative token id", "Predict", lambda: _predict(token_ids=_ids([2, -1])), INVALID,
              f"-1 is not in [0, {VOCABULARY_SIZE})"),

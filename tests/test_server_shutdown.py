@@ -161,3 +161,79 @@ def test_sigterm_under_load_answers_what_is_in_flight_and_exits_0_within_the_gra
             idle.close()
     assert elapsed < grace_seconds + 3, f"exit took {elapsed:.1f} s with a grace period of {grace_seconds} s"
     assert "Server stopped" in server.log_text() and "Traceback" not in server.log_text()
+
+
+def test_after_sigterm_calls_are_answered_then_refused_with_unavailable_never_cancelled(tmp_path_factory):
+    """The three steps of a shutdown under steady load (serving.server.access.ShutdownGate)."""
+    import json
+    import threading
+
+    from serving.server.access import SHUTTING_DOWN_MESSAGE
+
+    drain_seconds = 3.0
+    models_root = session_toy_models(tmp_path_factory)
+    directory = tmp_path_factory.mktemp("drain")
+    arguments = [f"--shutdown_drain_seconds={drain_seconds}", "--shutdown_grace_seconds=5"]
+    with running_server(model_base_path=models_root / LANGUAGE_MODEL_NAME, model_name=LANGUAGE_MODEL_NAME,
+                        log_dir=directory, extra_arguments=arguments) as server:
+        records, stop = [], threading.Event()  # (api, started, status, message)
+
+        def grpc_client():
+            with server.channel() as channel:
+                stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+                while not stop.is_set():
+                    started = time.monotonic()
+                    try:
+                        stub.Predict(_request(np.array([[2, 3]], np.int64)), timeout=10)
+                        records.append(("grpc", started, "OK", ""))
+                    except grpc.RpcError as error:
+                        records.append(("grpc", started, error.code().name, error.details() or ""))
+                        if error.code() != grpc.StatusCode.UNAVAILABLE or "shutting down" not in (error.details() or ""):
+                            return  # the server has stopped
+
+        def rest_client():
+            body = json.dumps({"instances": [[2, 3]]}).encode()
+            while not stop.is_set():
+                started = time.monotonic()
+                request = urllib.request.Request(f"{server.rest_url}/v1/models/{LANGUAGE_MODEL_NAME}:predict",
+                                                 data=body)
+                try:
+                    with urllib.request.urlopen(request, timeout=10) as response:
+                        response.read()
+                    records.append(("rest", started, "OK", ""))
+                except urllib.error.HTTPError as error:
+                    records.append(("rest", started, f"HTTP {error.code}", json.loads(error.read())["error"]))
+                except OSError:
+                    return  # the server has stopped
+
+        clients = [threading.Thread(target=target) for target in (grpc_client, grpc_client, rest_client)]
+        for client in clients:
+            client.start()
+        while sum(record[2] == "OK" for record in records) < 20:
+            time.sleep(0.05)
+        with server.channel() as channel:
+            signalled = time.monotonic()
+            server.process.send_signal(signal.SIGTERM)
+            health_after = _wait_for_health(channel, "NOT_SERVING", timeout_seconds=drain_seconds)
+        assert server.process.wait(timeout=60) == 0
+        elapsed = time.monotonic() - signalled
+        stop.set()
+        for client in clients:
+            client.join(timeout=30)
+    assert set(health_after) <= {"SERVING"}
+    before = [record for record in records if record[1] < signalled]
+    after = [record for record in records if record[1] >= signalled]
+    assert before and all(status == "OK" for _, _, status, _ in before), sorted({r[2] for r in before})
+    # Step 1: still answered while health says NOT_SERVING (the clients never pause, so it lasts
+    # the whole drain period); step 2: refused, saying why; a call is never cancelled.
+    assert any(status == "OK" and started > signalled + drain_seconds / 2 for _, started, status, _ in after)
+    refused = {api for api, _, status, message in after
+               if status in ("UNAVAILABLE", "HTTP 503") and message == SHUTTING_DOWN_MESSAGE}
+    assert refused == {"grpc", "rest"}
+    # Past the refusals, only each gRPC client's last call fails otherwise: the port has closed
+    # (UNAVAILABLE), or, for a call that reached gRPC core in the instant it stopped, CANCELLED.
+    # These clients retry at once; real ones back off, which makes that instant rarer.
+    last = [record for record in after if record[2] != "OK" and record[3] != SHUTTING_DOWN_MESSAGE]
+    assert len(last) <= 2 and {record[2] for record in last} <= {"UNAVAILABLE", "CANCELLED"}, last
+    assert drain_seconds <= elapsed < drain_seconds + 5 + 3
+    assert "still answering" in server.log_text() and "Traceback" not in server.log_text()

@@ -8,6 +8,9 @@ protocols refuse the same callers and count against the same limit:
                          └── a free request slot? ── RESOURCE_EXHAUSTED (429)
                                  └── the request runs
 
+After SIGTERM a `ShutdownGate` refuses new calls with UNAVAILABLE before gRPC
+stops (see `ShutdownGate`), so a call is answered and never silently cancelled.
+
 Every refusal names the flag that sets the limit, so an operator or a client
 knows what to change. Health checks and reflection never take a request slot
 (a load balancer must still see the server under load), and health checks
@@ -20,6 +23,7 @@ import hashlib
 import hmac
 import os
 import threading
+import time
 
 import grpc
 from google.protobuf.message import DecodeError
@@ -68,11 +72,62 @@ class RequestLimiter:
             self._slots.release()
 
 
-def message_too_large(what: str, size: int, limit: int) -> ServingError:
+SHUTTING_DOWN_MESSAGE = ("The server is shutting down and did not run this request; send it again, "
+                         "to another replica if there is one")
+
+
+class ShutdownGate:
+    """Lets calls already sent reach a handler before gRPC stops, and refuses later ones with UNAVAILABLE.
+
+    grpc-python takes calls from gRPC core one at a time on a single thread.
+    Under load, calls the clients have sent wait in core for that thread,
+    and `server.stop()` cancels every call still waiting there: the client
+    gets a bare CANCELLED for a request that was sent before the SIGTERM and
+    never ran. So the server stops in three steps (`serving.server.app`):
+
+    1. health says NOT_SERVING and calls are still answered, until none has
+       arrived for `quiet_seconds` (core has handed over what it held) or
+       `--shutdown_drain_seconds` have passed;
+    2. `refuse()`: new calls get UNAVAILABLE with `SHUTTING_DOWN_MESSAGE`
+       (nothing was run, so a client may safely retry), again until quiet or
+       a short bound;
+    3. gRPC and REST stop, and the calls in flight get the grace period.
+
+    `saw_call()` is called for every gRPC call as it is taken from core (the
+    interceptor runs on grpc-python's polling thread) and for every REST
+    request.
+    """
+
+    def __init__(self):
+        self._last_call = time.monotonic()
+        self.refusing = False
+
+    def saw_call(self) -> None:
+        self._last_call = time.monotonic()
+
+    def refuse(self) -> None:
+        self.refusing = True
+
+    def wait_until_quiet(self, quiet_seconds: float, max_seconds: float) -> float:
+        """Waits until no call has arrived for `quiet_seconds`, at most `max_seconds`; returns the seconds waited."""
+        started = time.monotonic()
+        self._last_call = max(self._last_call, started - quiet_seconds / 2)  # wait at least half the gap
+        while True:
+            now = time.monotonic()
+            if now - self._last_call >= quiet_seconds or now - started >= max_seconds:
+                return now - started
+            time.sleep(min(quiet_seconds / 5, 0.01))
+
+    def error(self) -> ServingError:
+        return ServingError(grpc.StatusCode.UNAVAILABLE, SHUTTING_DOWN_MESSAGE)
+
+
+def message_too_large(what: str, size: int, limit: int, at_least: bool = False) -> ServingError:
     """RESOURCE_EXHAUSTED for a request or response over `--max_message_bytes`."""
     return ServingError(grpc.StatusCode.RESOURCE_EXHAUSTED,
-                        f"The {what} is {size} bytes, more than the server's limit of {limit} bytes "
-                        "(--max_message_bytes); send fewer rows per request, or raise --max_message_bytes")
+                        f"The {what} is {'at least ' if at_least else ''}{size} bytes, more than the server's "
+                        f"limit of {limit} bytes (--max_message_bytes); send fewer rows per request, or raise "
+                        "--max_message_bytes")
 
 
 # === Bearer tokens ===
@@ -174,12 +229,15 @@ class AccessInterceptor(grpc.ServerInterceptor):
             gRPC itself is told twice this, so requests a little too large are
             answered here with the flag named; larger ones gRPC refuses itself
             ("Received message larger than max").
+        shutdown_gate: The server's ShutdownGate, or None.
     """
 
-    def __init__(self, limiter: RequestLimiter, tokens: TokenChecker | None, max_message_bytes: int):
+    def __init__(self, limiter: RequestLimiter, tokens: TokenChecker | None, max_message_bytes: int,
+                 shutdown_gate: ShutdownGate | None = None):
         self._limiter = limiter
         self._tokens = tokens
         self._max_message_bytes = max_message_bytes
+        self._gate = shutdown_gate
 
     def intercept_service(self, continuation, handler_call_details):
         handler = continuation(handler_call_details)
@@ -187,6 +245,10 @@ class AccessInterceptor(grpc.ServerInterceptor):
             return None  # an unknown method: gRPC answers UNIMPLEMENTED
         method = handler_call_details.method
         is_health = method.startswith(HEALTH_METHOD_PREFIX)
+        if self._gate is not None:
+            self._gate.saw_call()
+            if self._gate.refusing and not is_health:  # health keeps answering NOT_SERVING
+                return _refusing_handler(handler, self._gate.error())
         if self._tokens is not None and not (is_health and self._tokens.health_checks_without_token):
             try:
                 self._tokens.check(_metadata_value(handler_call_details.invocation_metadata,

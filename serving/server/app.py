@@ -21,7 +21,8 @@ from tensorflow_serving.apis import model_service_pb2, model_service_pb2_grpc, p
     prediction_service_pb2_grpc
 
 from serving.protocol.errors import ServingError
-from serving.server.access import AccessInterceptor, RequestLimiter, TokenChecker, grpc_core_message_limit
+from serving.server.access import AccessInterceptor, RequestLimiter, ShutdownGate, TokenChecker, \
+    grpc_core_message_limit
 from serving.server.batching import BatchingParameters, BatchScheduler, read_batching_parameters_file
 from serving.server.metrics import PrometheusSettings, ServingMetrics, read_monitoring_config_file
 from serving.server.model_config import config_for_single_model, read_model_config_file
@@ -34,6 +35,11 @@ from serving.server.tls import grpc_server_credentials, read_ssl_config_file, re
 from serving.server.warmup import run_saved_model_warmup, warmup_requests_path
 
 logger = logging.getLogger("serving.server")
+
+# Shutdown (ShutdownGate): the quiet gap that shows gRPC core holds no more calls,
+# and how long at most new calls are refused with UNAVAILABLE before gRPC stops.
+SHUTDOWN_QUIET_SECONDS = 0.05
+SHUTDOWN_REFUSING_SECONDS = 0.5
 
 _SERVICE_NAMES = (
     prediction_service_pb2.DESCRIPTOR.services_by_name["PredictionService"].full_name,
@@ -195,8 +201,10 @@ def serve(arguments: argparse.Namespace, stop_event: threading.Event) -> int:
 
     inference = InferenceService(manager, batcher, max_batch_size=arguments.max_batch_size,
                                  tensor_content_responses=arguments.enable_serialization_as_tensor_content,
-                                 method_name_check=arguments.enable_signature_method_name_check)
+                                 method_name_check=arguments.enable_signature_method_name_check,
+                                 max_response_bytes=arguments.max_message_bytes)
     limiter = RequestLimiter(arguments.max_concurrent_requests)
+    shutdown_gate = ShutdownGate()
     core_message_limit = grpc_core_message_limit(arguments.max_message_bytes)
     message_options = [("grpc.max_receive_message_length", core_message_limit),
                        ("grpc.max_send_message_length", core_message_limit),
@@ -214,7 +222,7 @@ def serve(arguments: argparse.Namespace, stop_event: threading.Event) -> int:
     # thread in a flood (its refusal does not name a flag; ours come first).
     grpc_server = grpc.server(
         concurrent.futures.ThreadPoolExecutor(max_workers=arguments.grpc_max_threads, thread_name_prefix="grpc"),
-        interceptors=[AccessInterceptor(limiter, tokens, arguments.max_message_bytes)],
+        interceptors=[AccessInterceptor(limiter, tokens, arguments.max_message_bytes, shutdown_gate)],
         options=message_options, maximum_concurrent_rpcs=4 * arguments.grpc_max_threads)
     prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
         PredictionServicer(inference, metrics), grpc_server)
@@ -255,7 +263,8 @@ def serve(arguments: argparse.Namespace, stop_event: threading.Event) -> int:
                 rest_server = RestServer(rest_api, arguments.host, arguments.rest_api_port, limiter,
                                          arguments.max_message_bytes, rest_ssl,
                                          num_threads=arguments.rest_api_num_threads,
-                                         max_connections=arguments.rest_api_max_connections)
+                                         max_connections=arguments.rest_api_max_connections,
+                                         shutdown_gate=shutdown_gate)
     except PortError as error:
         logger.error("Cannot start: %s", error)
         metrics.stop_http_server()
@@ -291,9 +300,16 @@ def serve(arguments: argparse.Namespace, stop_event: threading.Event) -> int:
     logger.info("Shutting down: refusing new requests, finishing those in flight (up to %.0f s)",
                 arguments.shutdown_grace_seconds)
     health_reporter.shutting_down()
-    grpc_stopped = grpc_server.stop(arguments.shutdown_grace_seconds)
+    # Calls the clients sent before the signal may still wait in gRPC core, which
+    # cancels them when the server stops: answer them first (ShutdownGate).
+    drained = shutdown_gate.wait_until_quiet(SHUTDOWN_QUIET_SECONDS, arguments.shutdown_drain_seconds)
+    shutdown_gate.refuse()
     if batcher is not None:
         batcher.drain()  # queued requests run now, not after their batch timeout
+    refused = shutdown_gate.wait_until_quiet(SHUTDOWN_QUIET_SECONDS, SHUTDOWN_REFUSING_SECONDS)
+    logger.info("Stopping gRPC and REST after %.2f s still answering and %.2f s refusing new calls",
+                drained, refused)
+    grpc_stopped = grpc_server.stop(arguments.shutdown_grace_seconds)
     if rest_server is not None:
         rest_server.stop(arguments.shutdown_grace_seconds)
     grpc_stopped.wait(arguments.shutdown_grace_seconds + 1)

@@ -209,10 +209,11 @@ def _layout(inputs: dict, plan: SignatureBatchingPlan):
     return rows.pop(), (lengths.pop() if lengths else None), key
 
 
-def _pad_axis_1(array: np.ndarray, length: int) -> np.ndarray:
+def pad_axis_1(array: np.ndarray, length: int) -> np.ndarray:
+    """Right-pads axis 1 to `length` with the pad value of the dtype: "", 0 or False."""
     if array.shape[1] == length:
         return array
-    pad = b"" if array.dtype == object else 0
+    pad = b"" if array.dtype == object else np.zeros((), array.dtype)
     padded = np.full((array.shape[0], length) + array.shape[2:], pad, dtype=array.dtype)
     padded[:, :array.shape[1]] = array
     return padded
@@ -230,7 +231,7 @@ def merge_inputs(tasks: list, plan: SignatureBatchingPlan) -> tuple[dict, int | 
     for alias in tasks[0].inputs:
         parts = [task.inputs[alias] for task in tasks]
         if alias in plan.paddable_inputs:
-            parts = [_pad_axis_1(part, padded_length) for part in parts]
+            parts = [pad_axis_1(part, padded_length) for part in parts]
         merged[alias] = np.concatenate(parts, axis=0)
     return merged, padded_length
 

@@ -145,6 +145,10 @@ def build_parser() -> argparse.ArgumentParser:
                                 "(tf.make_ndarray and this project's client do). String tensors stay in "
                                 "string_val.")
 
+    parser.add_argument("--shutdown_drain_seconds", type=float, default=1.0,
+                        help="On SIGTERM/SIGINT, how long at most to keep answering calls (health saying "
+                             "NOT_SERVING) until none has arrived for 50 ms, so calls clients sent before the "
+                             "signal are run rather than cancelled; new calls then get UNAVAILABLE.")
     parser.add_argument("--shutdown_grace_seconds", type=float, default=10.0,
                         help="On SIGTERM/SIGINT, how long requests in flight may take to finish.")
     parser.add_argument("--log_level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"),
@@ -214,6 +218,9 @@ def check_arguments(parser: argparse.ArgumentParser, arguments: argparse.Namespa
                  "rest_api_max_connections"):
         if getattr(arguments, flag) < 1:
             parser.error(f"--{flag} must be at least 1")
+    for flag in ("shutdown_drain_seconds", "shutdown_grace_seconds"):
+        if getattr(arguments, flag) < 0:
+            parser.error(f"--{flag} must be 0 or more")
     if arguments.max_message_bytes >= 2**31:
         parser.error("--max_message_bytes must be below 2 GiB (gRPC's limit)")
     if arguments.grpc_max_threads is None:

@@ -17,9 +17,11 @@ from tensorflow_serving.apis import (classification_pb2, get_model_metadata_pb2,
 
 from serving.protocol import errors, tensors
 from serving.protocol.errors import ServingError, invalid_argument
+from serving.server.access import message_too_large
 from serving.server.batching import CLIENT_GONE_MESSAGE, BatchScheduler
 from serving.server.metrics import ServingMetrics
 from serving.server.model_manager import ModelManager
+from serving.server.pieces import PIECE_ROWS, estimated_output_bytes, request_rows, run_in_pieces
 from serving.server.servable import DEFAULT_SIGNATURE_NAME, Servable
 
 CLASSIFY_METHOD_NAME = "tensorflow/serving/classify"
@@ -27,6 +29,7 @@ REGRESS_METHOD_NAME = "tensorflow/serving/regress"
 PREDICT_METHOD_NAME = "tensorflow/serving/predict"
 _PREDICT_METHOD_NAMES = (PREDICT_METHOD_NAME, CLASSIFY_METHOD_NAME, REGRESS_METHOD_NAME)
 DEFAULT_MAX_BATCH_SIZE = 1024
+DEFAULT_MAX_RESPONSE_BYTES = 64 * 1024 * 1024
 BATCH_SIZE_INPUT = "batch_size"  # initial_state's scalar input (docs/serving_contract.md)
 SIGNATURE_DEF_FIELD = "signature_def"
 # gRPC carries the status message in a header; clients refuse huge headers.
@@ -48,14 +51,23 @@ class InferenceService:
             the API (`--enable_signature_method_name_check`; off by default,
             as in TF Serving, so native TF2 classify/regress signatures,
             saved with the predict method name, serve Classify and Regress).
+        max_response_bytes: The largest response (`--max_message_bytes`):
+            a request whose outputs cannot fit is refused before it runs,
+            or stopped once they pass it (see `serving.server.pieces`).
+
+    Requests of more than `PIECE_ROWS` rows (or the batcher's largest batch)
+    run in pieces that check, in between, the deadline, the client and the
+    response size.
     """
 
     def __init__(self, manager: ModelManager, batcher: BatchScheduler | None = None,
                  max_batch_size: int = DEFAULT_MAX_BATCH_SIZE, tensor_content_responses: bool = False,
-                 method_name_check: bool = False):
+                 method_name_check: bool = False, max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES):
         self.manager = manager
         self.batcher = batcher
         self.max_batch_size = max_batch_size
+        self.max_response_bytes = max_response_bytes
+        self.piece_rows = max(PIECE_ROWS, batcher.parameters.max_batch_size if batcher is not None else 0)
         self.tensor_content_responses = tensor_content_responses
         self.method_name_check = method_name_check
 
@@ -127,12 +139,18 @@ class InferenceService:
             if alias in output_aliases:
                 raise invalid_argument(f"duplicate output tensor alias: {alias}")
             output_aliases.append(alias)
+        output_aliases = output_aliases or sorted(signature.outputs)
+        estimate = 0 if shape_hints else estimated_output_bytes(signature, servable.batching_plan(signature_name),
+                                                                inputs, output_aliases)
+        if estimate > self.max_response_bytes:  # refused before anything runs
+            raise message_too_large("response", estimate, self.max_response_bytes, at_least=True)
         if shape_hints:
             outputs = self._run_letting_the_graph_decide(servable, signature_name, inputs, shape_hints,
                                                          timeout_seconds, client)
         else:
-            outputs = self._run(servable, signature_name, inputs, timeout_seconds, client)
-        return {alias: outputs[alias] for alias in (output_aliases or sorted(signature.outputs))}
+            outputs = self._run(servable, signature_name, inputs, timeout_seconds, client,
+                                output_aliases=output_aliases)
+        return {alias: outputs[alias] for alias in output_aliases}
 
     def _run_letting_the_graph_decide(self, servable: Servable, signature_name: str, inputs: dict,
                                       shape_hints: list[str], timeout_seconds: float | None, client) -> dict:
@@ -355,7 +373,7 @@ class InferenceService:
     # --- shared ---
 
     def _run(self, servable: Servable, signature_name: str, inputs: dict, timeout_seconds: float | None,
-             client=None, alone: bool = False) -> dict:
+             client=None, alone: bool = False, output_aliases: list[str] | None = None) -> dict:
         """Runs the signature, unless the caller is already gone.
 
         Args:
@@ -363,13 +381,33 @@ class InferenceService:
                 a request whose deadline has passed or whose client has left
                 is not started, and leaves the batch queue when that happens.
             alone: Never merge this request with others (its shapes are not
-                the signature's, so rows cannot be told apart in a batch).
+                the signature's, so rows cannot be told apart in a batch),
+                nor cut it into pieces.
+            output_aliases: The outputs the response will hold (all if None),
+                for the response-size check of a request run in pieces.
         """
         if timeout_seconds is not None and timeout_seconds <= 0:
             raise ServingError(grpc.StatusCode.DEADLINE_EXCEEDED,
                                "The request's deadline had passed before it could start; nothing was run")
         if client is not None and not client.is_active():
             raise ServingError(grpc.StatusCode.CANCELLED, CLIENT_GONE_MESSAGE)
+        plan = servable.batching_plan(signature_name)
+        rows = request_rows(inputs) if plan.batchable and not alone else None
+        if rows is not None and rows > self.piece_rows:
+            deadline = None if timeout_seconds is None else time.monotonic() + timeout_seconds
+
+            def still_wanted(done: int, total: int) -> None:
+                if client is not None and not client.is_active():
+                    raise ServingError(grpc.StatusCode.CANCELLED,
+                                       f"The client cancelled the request or went away after {done} of its {total} "
+                                       "rows had run; the rest was not run")
+                if deadline is not None and time.monotonic() >= deadline:
+                    raise ServingError(grpc.StatusCode.DEADLINE_EXCEEDED,
+                                       f"Deadline exceeded after {done} of the request's {total} rows had run; the "
+                                       "rest was not run. Send fewer rows per request or allow more time")
+
+            return run_in_pieces(lambda piece: servable.run(signature_name, piece), inputs, rows, plan,
+                                 self.piece_rows, still_wanted, self.max_response_bytes, output_aliases)
         if self.batcher is None or alone:
             return servable.run(signature_name, inputs)
         return self.batcher.run(

@@ -41,7 +41,8 @@ from tensorflow_serving.apis import (classification_pb2, get_model_metadata_pb2,
 
 from serving.protocol import errors, tensors
 from serving.protocol.errors import ServingError, invalid_argument
-from serving.server.access import RequestLimiter, TokenChecker, message_too_large
+from serving.server.access import SHUTTING_DOWN_MESSAGE, RequestLimiter, ShutdownGate, TokenChecker, \
+    message_too_large
 from serving.server.metrics import ServingMetrics
 from serving.server.model_manager import ModelManager
 from serving.server.model_service import model_status_response
@@ -598,6 +599,11 @@ class _RestGateway(cheroot.server.Gateway):
         request, server = self.req, self.req.server
         method, target = request.method.decode("latin-1"), request.uri.decode("latin-1")
         try:
+            gate = server.shutdown_gate
+            if gate is not None:
+                gate.saw_call()
+                if gate.refusing:
+                    raise _Refusal(503, SHUTTING_DOWN_MESSAGE, {"Retry-After": "1"})
             if method not in ("GET", "POST"):
                 raise _Refusal(405, f"Method {method} is not allowed: GET a model's status or metadata, "
                                     "POST to :predict, :classify or :regress", {"Allow": "GET, POST"})
@@ -653,6 +659,7 @@ class _HttpServer(cheroot.server.HTTPServer):
         super().__init__(address, _RestGateway, minthreads=num_threads, maxthreads=num_threads,
                          server_name="rnn-zoo-serving")
         self.api, self.limiter, self.max_body_bytes = api, limiter, max_body_bytes
+        self.shutdown_gate: ShutdownGate | None = None
         self.max_connections = max_connections
         # Connections waiting for a worker are at most max_connections; past that
         # the accept loop hands them to _answer_overflow at once, never blocks on them.
@@ -734,14 +741,18 @@ class RestServer:
             past it a new connection gets 503 and an idle one is closed.
         socket_timeout_seconds: Idle limit per connection (and for the TLS
             handshake), so slow clients cannot hold threads forever.
+        shutdown_gate: The server's ShutdownGate: once it refuses, requests
+            get 503 with its message. None: none.
     """
 
     def __init__(self, api: RestApi, host: str, port: int, limiter: RequestLimiter | None = None,
                  max_body_bytes: int = 64 * 1024 * 1024, ssl_context: ssl.SSLContext | None = None,
-                 num_threads: int = 16, max_connections: int = 256, socket_timeout_seconds: float = 60.0):
+                 num_threads: int = 16, max_connections: int = 256, socket_timeout_seconds: float = 60.0,
+                 shutdown_gate: ShutdownGate | None = None):
         self._scheme = "https" if ssl_context is not None else "http"
         self._server = _HttpServer((host, port), api, limiter, max_body_bytes, ssl_context, num_threads,
                                    max_connections, socket_timeout_seconds)
+        self._server.shutdown_gate = shutdown_gate
         self._server.prepare()  # binds the port and starts the worker threads
         self._thread = threading.Thread(target=self._server.serve, name="rest-server", daemon=True)
 
