@@ -44,6 +44,19 @@ PRESETS: dict[str, dict] = {
                      "precision": "auto"},
         "data": {"local": "ptb", "level": "word"},
     },
+    "ptb_medium_tied": {
+        "task": "language_model",
+        "description": ("Zaremba et al. medium with tied embeddings (Press & Wolf 2017) on a "
+                        "16-epoch schedule that fits a CPU session: 2x650 LSTM, dropout 0.5."),
+        "reference": _ZAREMBA + "; Press & Wolf 2017, Using the Output Embedding to Improve "
+                     "Language Models",
+        "model": {"cell": "lstm", "embedding_dim": 650, "hidden_dim": 650, "num_layers": 2,
+                  "dropout": 0.5, "init_scale": 0.05, "tie_weights": True},
+        "training": {"batch_size": 20, "num_steps": 35, "epochs": 16, "optimizer": "sgd",
+                     "learning_rate": 1.0, "lr_decay": 0.7, "decay_start_epoch": 6,
+                     "sum_loss_over_time": True, "clip_norm": 5.0, "precision": "auto"},
+        "data": {"local": "ptb", "level": "word"},
+    },
     "ptb_large": {
         "task": "language_model",
         "description": "Zaremba et al. large: 2x1500 LSTM, dropout 0.65 (test ppl 78.4 in the paper).",
