@@ -115,6 +115,9 @@ def test_a_long_request_runs_in_pieces_and_answers_as_one_run():
     servable = _Servable()
     _inference().predict_arrays(servable, "serving_default", {"token_ids": TOKENS["token_ids"][:256]}, ["first"])
     assert servable.calls == [256]  # up to one piece: one run
+    servable = _Servable()
+    _inference(piece_rows=0).predict_arrays(servable, "serving_default", TOKENS, ["first"])
+    assert servable.calls == [1000]  # --max_rows_per_run=0: one call
 
 
 def test_the_pieces_stop_when_the_client_leaves():

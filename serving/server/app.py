@@ -202,7 +202,8 @@ def serve(arguments: argparse.Namespace, stop_event: threading.Event) -> int:
     inference = InferenceService(manager, batcher, max_batch_size=arguments.max_batch_size,
                                  tensor_content_responses=arguments.enable_serialization_as_tensor_content,
                                  method_name_check=arguments.enable_signature_method_name_check,
-                                 max_response_bytes=arguments.max_message_bytes)
+                                 max_response_bytes=arguments.max_message_bytes,
+                                 piece_rows=arguments.max_rows_per_run)
     limiter = RequestLimiter(arguments.max_concurrent_requests)
     shutdown_gate = ShutdownGate()
     core_message_limit = grpc_core_message_limit(arguments.max_message_bytes)

@@ -76,6 +76,11 @@ def build_parser() -> argparse.ArgumentParser:
                         help="Most rows one request may carry (axis 0 of its inputs, examples of a Classify, "
                              "the batch_size of initial_state); more is INVALID_ARGUMENT (HTTP 400). Not the "
                              "batching file's max_batch_size, which caps merged batches.")
+    limits.add_argument("--max_rows_per_run", type=int, default=256,
+                        help="A request of more rows runs in pieces of this many (or the batching file's "
+                             "max_batch_size, if larger); between pieces the server checks the deadline, the "
+                             "client and the response size, so a client that leaves stops the work. 0 runs "
+                             "every request in one call.")
     limits.add_argument("--max_concurrent_requests", type=int, default=DEFAULT_MAX_CONCURRENT_REQUESTS,
                         help="Requests running or waiting for a batch at once, gRPC and REST together; past it "
                              "RESOURCE_EXHAUSTED (HTTP 429) at once. Health checks and reflection do not count.")
@@ -218,7 +223,7 @@ def check_arguments(parser: argparse.ArgumentParser, arguments: argparse.Namespa
                  "rest_api_max_connections"):
         if getattr(arguments, flag) < 1:
             parser.error(f"--{flag} must be at least 1")
-    for flag in ("shutdown_drain_seconds", "shutdown_grace_seconds"):
+    for flag in ("shutdown_drain_seconds", "shutdown_grace_seconds", "max_rows_per_run"):
         if getattr(arguments, flag) < 0:
             parser.error(f"--{flag} must be 0 or more")
     if arguments.max_message_bytes >= 2**31:

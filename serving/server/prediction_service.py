@@ -54,20 +54,21 @@ class InferenceService:
         max_response_bytes: The largest response (`--max_message_bytes`):
             a request whose outputs cannot fit is refused before it runs,
             or stopped once they pass it (see `serving.server.pieces`).
-
-    Requests of more than `PIECE_ROWS` rows (or the batcher's largest batch)
-    run in pieces that check, in between, the deadline, the client and the
-    response size.
+        piece_rows: Requests of more rows (or more than the batcher's
+            largest batch, if that is larger) run in pieces that check, in
+            between, the deadline, the client and the response size
+            (`--max_rows_per_run`); 0 runs every request in one call.
     """
 
     def __init__(self, manager: ModelManager, batcher: BatchScheduler | None = None,
                  max_batch_size: int = DEFAULT_MAX_BATCH_SIZE, tensor_content_responses: bool = False,
-                 method_name_check: bool = False, max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES):
+                 method_name_check: bool = False, max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
+                 piece_rows: int = PIECE_ROWS):
         self.manager = manager
         self.batcher = batcher
         self.max_batch_size = max_batch_size
         self.max_response_bytes = max_response_bytes
-        self.piece_rows = max(PIECE_ROWS, batcher.parameters.max_batch_size if batcher is not None else 0)
+        self.piece_rows = piece_rows and max(piece_rows, batcher.parameters.max_batch_size if batcher else 0)
         self.tensor_content_responses = tensor_content_responses
         self.method_name_check = method_name_check
 
@@ -393,7 +394,7 @@ class InferenceService:
             raise ServingError(grpc.StatusCode.CANCELLED, CLIENT_GONE_MESSAGE)
         plan = servable.batching_plan(signature_name)
         rows = request_rows(inputs) if plan.batchable and not alone else None
-        if rows is not None and rows > self.piece_rows:
+        if rows is not None and self.piece_rows and rows > self.piece_rows:
             deadline = None if timeout_seconds is None else time.monotonic() + timeout_seconds
 
             def still_wanted(done: int, total: int) -> None:
