@@ -238,6 +238,11 @@ def test_interrupted_run_resumes_from_the_last_epoch(tmp_path, monkeypatch):
     assert epochs[0] == "0" and epochs[-1] == "2" and epochs.count("0") == 1
     assert (run / "vocabulary.json").read_text() == vocabulary_before
     assert (run / "model.keras").exists() and not (run / "backup").exists()
+    # The run's training time counts the epochs of both sessions, each once.
+    seconds = json.loads((run / "epoch_seconds.json").read_text())
+    assert sorted(seconds) == ["0", "1", "2"] and all(value >= 0 for value in seconds.values())
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["train_seconds"] == round(sum(seconds.values()), 1)
 
 
 CHAR_SMALL = ["--set", "char_embedding_dim=4", "--set", "char_hidden_dim=6"]

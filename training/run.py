@@ -348,12 +348,38 @@ def compile_for_training(model, config: dict, strategy: tf.distribute.Strategy |
     return trainable
 
 
+EPOCH_SECONDS_FILE = "epoch_seconds.json"
+
+
+class EpochSeconds(keras.callbacks.Callback):
+    """Writes each epoch's wall-clock seconds to `epoch_seconds.json`, so a resumed run's total time is known."""
+
+    def __init__(self, path: Path):
+        super().__init__()
+        self._path = path
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._started = time.time()
+
+    def on_epoch_end(self, epoch, logs=None):
+        seconds = read_epoch_seconds(self._path.parent)
+        seconds[str(epoch)] = round(time.time() - self._started, 1)
+        _write_json(self._path, dict(sorted(seconds.items(), key=lambda item: int(item[0]))))
+
+
+def read_epoch_seconds(run_dir: Path) -> dict:
+    """{epoch index (a string): seconds} of the epochs run so far, over every resume; {} if none recorded."""
+    path = Path(run_dir) / EPOCH_SECONDS_FILE
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
 def make_callbacks(config: dict, run_dir: Path) -> list:
     """Resume, checkpoints, logs, plots, the learning-rate schedule, early stopping."""
     training, task = config["training"], config["task"]
     title = config["preset"] or f"{task} ({config['cell']})"
     callbacks = [
         keras.callbacks.BackupAndRestore(str(run_dir / "backup")),
+        EpochSeconds(run_dir / EPOCH_SECONDS_FILE),
         keras.callbacks.ModelCheckpoint(str(run_dir / "checkpoint.weights.h5"), save_weights_only=True),
         keras.callbacks.CSVLogger(str(run_dir / "history.csv"), append=True),
         PlotHistory(run_dir / "history.csv", run_dir / "curves.png", title),
@@ -482,8 +508,9 @@ def _train_in(run_dir: Path, config: dict, splits, wanted: dict, *, resuming: bo
     if precision != "float32":
         compute_in_float32(model)  # evaluated, saved and served in float32
         logger.info("trained in %s; evaluated and saved in float32", precision)
+    epoch_seconds = read_epoch_seconds(run_dir)  # every epoch's time, over resumes
     metrics = {"dev": evaluate(model, config, prepared, prepared.dev),
-               "train_seconds": round(time.time() - started, 1),
+               "train_seconds": round(sum(epoch_seconds.values()) if epoch_seconds else time.time() - started, 1),
                "parameters": int(model.count_params()),
                "data": {"source": config["data"]["source"], "train_size": _size(prepared.train),
                         "dev_size": _size(prepared.dev)}}
