@@ -91,6 +91,9 @@ def _gru_window_function(masked: bool):
             through_r = through_n * u_h * r * (1 - r)
             into_x = tf.concat([through_z, through_r, through_n], axis=2)
             into_u = tf.concat([through_z, through_r, through_n * r], axis=2)
+            # U^T once, outside the loop: a product with transpose_b inside it ran at
+            # half the speed of this plain one at batch 20 (oneDNN, fp32).
+            recurrent_kernel_t = tf.transpose(recurrent_kernel)
 
             def back(carry, inputs):
                 dh, d_out, _ = carry  # gradients reaching h_t and out_t from later steps
@@ -102,7 +105,7 @@ def _gru_window_function(masked: bool):
                     d_output, into_u_t, z_t = inputs
                     dh_new = dh + d_output
                 d_u = tf.concat([dh_new, dh_new, dh_new], axis=1) * into_u_t
-                dh_before = dh_new * z_t + tf.matmul(d_u, recurrent_kernel, transpose_b=True)
+                dh_before = dh_new * z_t + tf.matmul(d_u, recurrent_kernel_t)
                 if not masked:
                     return dh_before, d_out, dh_new
                 return (1 - keep) * dh + dh_before, (1 - keep) * d_out_total, dh_new

@@ -142,6 +142,10 @@ def _lstm_window_function(masked: bool):
             local = tf.concat([gs * i * (1 - i), c_prev * f * (1 - f), i * (1 - gs * gs),
                                tanh_cs * o * (1 - o)], axis=2)
             through_c = o * (1 - tanh_cs * tanh_cs)
+            # U^T once, outside the loop: the product with transpose_b inside it ran at
+            # half the speed of this plain one at the medium shape (20x2600 by 2600x650,
+            # oneDNN, fp32): 91 against 44 ms for 35 steps.
+            recurrent_kernel_t = tf.transpose(recurrent_kernel)
 
             def back(carry, inputs):
                 dh, dc, d_out, _ = carry  # gradients reaching h_t, c_t and out_t from later steps
@@ -155,7 +159,7 @@ def _lstm_window_function(masked: bool):
                     dh_new = dh + d_output
                     dc_new = dc + dh_new * through_c_t
                 dz = tf.concat([dc_new, dc_new, dc_new, dh_new], axis=1) * local_t
-                dh_before = tf.matmul(dz, recurrent_kernel, transpose_b=True)
+                dh_before = tf.matmul(dz, recurrent_kernel_t)
                 dc_before = dc_new * f_t
                 if not masked:
                     return dh_before, dc_before, d_out, dz
