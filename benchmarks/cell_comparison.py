@@ -9,11 +9,12 @@ LSTM's (the embeddings and output layers stay as they are, so the cells trade
 gates for width). Every cell then trains with the same settings and budget,
 the task's preset otherwise:
 
-- lm: PTB words, `ptb_small`'s 2 layers and 200-dim embeddings, Adam 2e-3
-  for every cell (Zaremba's SGD at learning rate 1 sends a SimpleRNN to
-  perplexity 38 million: the gradient diagnostics in the README), for
+- lm: PTB words, `ptb_small`'s 2 layers and 200-dim embeddings, for
   `--lm_epochs` epochs (one by default) on the training tokens (the first
-  `--lm_tokens` if given);
+  `--lm_tokens` if given), each cell with Zaremba's SGD at learning rate 1 and
+  with Adam at 2e-3, reporting the better on dev (SGD sends a SimpleRNN to
+  perplexity 38 million, the gradient diagnostics in the README; Adam leaves
+  the GRU near the unigram perplexity);
 - sst: `sst_bilstm` on the 6,920 SST-2 training sentences;
 - ewt: `ewt_bilstm` (words only) on UD English EWT.
 
@@ -42,12 +43,19 @@ REFERENCE_CELL = "lstm"
 
 
 def task_settings(arguments) -> dict:
-    """{task: (preset, data source under the data root, training overrides, metric)}."""
+    """{task: (preset, data folder under the data root, {variant: training overrides}, metric, data overrides)}.
+
+    A task with several training variants reports, per cell, the variant with
+    the best dev figure (each cell its own optimizer: the language model's
+    SimpleRNN diverges with Zaremba's SGD, its GRU stalls with Adam).
+    """
+    lm_epochs = {"epochs": arguments.lm_epochs}
     return {
-        "lm": ("ptb_small", "ptb", {"optimizer": "adam", "learning_rate": 2e-3, "epochs": arguments.lm_epochs},
+        "lm": ("ptb_small", "ptb", {"adam": {"optimizer": "adam", "learning_rate": 2e-3, **lm_epochs},
+                                    "sgd": {"optimizer": "sgd", "learning_rate": 1.0, **lm_epochs}},
                "perplexity", {"max_train": arguments.lm_tokens}),
-        "sst": ("sst_bilstm", "sst2", {"epochs": arguments.sst_epochs}, "accuracy", {}),
-        "ewt": ("ewt_bilstm", "ud_english_ewt", {"epochs": arguments.ewt_epochs}, "accuracy", {}),
+        "sst": ("sst_bilstm", "sst2", {"preset": {"epochs": arguments.sst_epochs}}, "accuracy", {}),
+        "ewt": ("ewt_bilstm", "ud_english_ewt", {"preset": {"epochs": arguments.ewt_epochs}}, "accuracy", {}),
     }
 
 
@@ -99,6 +107,9 @@ def run_cell(config: dict) -> dict:
 
 
 def command_of(preset, source, training, data_extra, cell, hidden, seed, output_dir) -> str:
+    output_dir = Path(output_dir)
+    if output_dir.is_absolute() and output_dir.is_relative_to(REPOSITORY_ROOT):
+        output_dir = output_dir.relative_to(REPOSITORY_ROOT)
     parts = ["rnn-zoo-train", "--preset", preset, "--cell", cell, "--data", source, "--set",
              f"hidden_dim={hidden}", "--seed", str(seed), "--output_dir", str(output_dir)]
     for key, value in training.items():
@@ -119,34 +130,41 @@ def run(arguments) -> dict:
     results = {}
     jobs = []
     for task in arguments.tasks:
-        preset, directory, training, metric, data_extra = task_settings(arguments)[task]
+        preset, directory, variants, metric, data_extra = task_settings(arguments)[task]
         source = str(arguments.data_root / directory)
-        base = _config(preset, source, training, data_extra, REFERENCE_CELL, None, 0, "unused")
+        first = next(iter(variants.values()))  # the sizes do not depend on the training settings
+        base = _config(preset, source, first, data_extra, REFERENCE_CELL, None, 0, "unused")
         reference_hidden = base["model"]["hidden_dim"]
-        prepared = load_data(_config(preset, source, training, data_extra, REFERENCE_CELL, reference_hidden, 0,
-                                     "unused"))
-        target = parameter_count(_config(preset, source, training, data_extra, REFERENCE_CELL, reference_hidden,
+        prepared = load_data(base)
+        target = parameter_count(_config(preset, source, first, data_extra, REFERENCE_CELL, reference_hidden,
                                          0, "unused"), prepared)
         cells = {}
         for cell in CELLS:
             hidden, count = ((reference_hidden, target) if cell == REFERENCE_CELL else
-                             matched_hidden(preset, source, training, data_extra, cell, target, prepared,
+                             matched_hidden(preset, source, first, data_extra, cell, target, prepared,
                                             reference_hidden))
-            cells[cell] = {"hidden_dim": hidden, "parameters": count, "runs": []}
-            for seed in arguments.seeds:
-                output_dir = arguments.work_dir / f"{task}_{cell}_seed{seed}"
-                jobs.append((task, cell, seed, _config(preset, source, training, data_extra, cell, hidden, seed,
-                                                       output_dir),
-                             command_of(preset, source, training, data_extra, cell, hidden, seed, output_dir)))
-        results[task] = {"preset": preset, "metric": metric, "reference_parameters": target, "cells": cells}
-    for task, cell, seed, config, command in tqdm(jobs, desc="cell comparison", unit="run"):
+            cells[cell] = {"hidden_dim": hidden, "parameters": count, "variants": {name: [] for name in variants}}
+            for variant, training in variants.items():
+                for seed in arguments.seeds:
+                    output_dir = arguments.work_dir / f"{task}_{cell}_{variant}_seed{seed}"
+                    jobs.append((task, cell, variant, _config(preset, source, training, data_extra, cell, hidden,
+                                                              seed, output_dir),
+                                 command_of(preset, source, training, data_extra, cell, hidden, seed, output_dir)))
+        results[task] = {"preset": preset, "metric": metric, "reference_parameters": target, "cells": cells,
+                         "variants": variants}
+    for task, cell, variant, config, command in tqdm(jobs, desc="cell comparison", unit="run"):
         started = time.time()
         metrics = run_cell(config)
-        results[task]["cells"][cell]["runs"].append({
-            "seed": seed, "dev": metrics["dev"][results[task]["metric"]],
+        results[task]["cells"][cell]["variants"][variant].append({
+            "seed": config["seed"], "dev": metrics["dev"][results[task]["metric"]],
             "train_seconds": metrics.get("train_seconds", round(time.time() - started, 1)), "command": command})
     for task in results.values():
+        better = max if task["metric"] == "accuracy" else min
         for cell in task["cells"].values():
+            means = {name: statistics.fmean(run_["dev"] for run_ in runs) for name, runs in cell["variants"].items()}
+            cell["variant_dev_means"] = means
+            cell["variant"] = better(means, key=means.get)  # chosen on dev, the figure reported
+            cell["runs"] = cell["variants"][cell["variant"]]
             values = [run_["dev"] for run_ in cell["runs"]]
             cell["dev_mean"] = statistics.fmean(values)
             cell["dev_stdev"] = statistics.stdev(values) if len(values) > 1 else None
@@ -157,6 +175,13 @@ def run(arguments) -> dict:
                          "lm_epochs": arguments.lm_epochs, "sst_epochs": arguments.sst_epochs,
                          "ewt_epochs": arguments.ewt_epochs},
             "tasks": results, "machine": machine_info()}
+
+
+def _describe(training: dict) -> str:
+    """'adam 0.002', or 'preset' for a variant that only sets the budget."""
+    if "optimizer" not in training:
+        return "preset"
+    return f"{training['optimizer']} {training['learning_rate']:g}"
 
 
 def _figure(metric: str, value: float) -> str:
@@ -173,8 +198,9 @@ def write_outputs(result: dict, output_dir: Path) -> None:
              f"`{result['command'].strip()}`: each task's LSTM at its preset's size, the other cells widened "
              "to the same parameter count; same settings and budget for all (see the script's docstring). "
              f"Seeds {settings['seeds']}; dev figures, mean (± sd over seeds).", "",
-             "| task | metric | cell | hidden | parameters | dev | vs LSTM | training s |",
-             "|---|---|---|---|---|---|---|---|"]
+             "| task | metric | cell | hidden | parameters | training | dev | vs LSTM | other training: dev | "
+             "training s |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for task, entry in result["tasks"].items():
         metric = entry["metric"]
         reference = entry["cells"][REFERENCE_CELL]["dev_mean"]
@@ -184,13 +210,16 @@ def write_outputs(result: dict, output_dir: Path) -> None:
                 versus = f"{100 * (row['dev_mean'] - reference):+.1f} points"
             else:
                 versus = f"{row['dev_mean'] / reference:.2f}x perplexity"
+            others = ", ".join(f"{name}: {_figure(metric, value)}" for name, value in row["variant_dev_means"].items()
+                               if name != row["variant"]) or "-"
             lines.append(f"| {task} ({entry['preset']}) | dev {metric} | {cell} | {row['hidden_dim']} | "
-                         f"{row['parameters']:,} | {_figure(metric, row['dev_mean'])}{spread} | {versus} | "
+                         f"{row['parameters']:,} | {_describe(entry['variants'][row['variant']])} | "
+                         f"{_figure(metric, row['dev_mean'])}{spread} | {versus} | {others} | "
                          f"{row['train_seconds_mean']:.0f} |")
-    lines += ["", "Commands (one per cell and seed):", ""]
+    lines += ["", "Commands (one per cell, training and seed):", ""]
     for task, entry in result["tasks"].items():
         for cell, row in entry["cells"].items():
-            lines += [f"- `{run_['command']}`" for run_ in row["runs"]]
+            lines += [f"- `{run_['command']}`" for runs in row["variants"].values() for run_ in runs]
     lines += ["", f"Machine: {json.dumps(result['machine'])}", ""]
     (output_dir / "cell_comparison.md").write_text("\n".join(lines))
     names, values = [], []
