@@ -117,8 +117,19 @@ def _sentences(rng: random.Random) -> list[str]:
 
 LM_TEXT = {"ptb_word_lstm": ["the company said its profit rose N N <eos>", "the market fell sharply <eos>"],
            "shakespeare_char_lstm": ["ROMEO:\nBut soft, what light", "KING HENRY:\nOnce more unto the breach"]}
-LM_STATE = {"ptb_word_lstm": 800, "shakespeare_char_lstm": 1024}
-LM_VOCAB = {"ptb_word_lstm": 10001, "shakespeare_char_lstm": 67}
+
+
+def language_model_sizes(model: str, models_dir: pathlib.Path | None = None) -> tuple[int, int]:
+    """(state width, vocabulary size) of a bundled language model's newest version, read from its `step`
+    signature, so the requests fit whatever version ships."""
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    base = (models_dir or REPOSITORY_ROOT / "saved_models") / model
+    newest = max((path for path in base.iterdir() if path.name.isdigit()), key=lambda path: int(path.name))
+    saved_model = saved_model_pb2.SavedModel()
+    saved_model.ParseFromString((newest / "saved_model.pb").read_bytes())
+    step = saved_model.meta_graphs[0].signature_def["step"]
+    return (step.inputs["state"].tensor_shape.dim[1].size, step.outputs["logits"].tensor_shape.dim[1].size)
 
 
 class RequestMenu:
@@ -169,10 +180,11 @@ class RequestMenu:
                                       ("predict", {"signature_name": "tag_tokens",
                                                    "inputs": {"tokens": padded.tolist()}})]
                 else:  # a language model
+                    state_width, vocabulary_size = language_model_sizes(model)
                     texts = LM_TEXT[model][:rng.randint(1, 2)]
                     steps = rng.randint(1, 8)
-                    token_ids = np_rng.integers(2, LM_VOCAB[model], size=(1, steps), dtype=np.int64)
-                    state = np.zeros((1, LM_STATE[model]), np.float32)
+                    token_ids = np_rng.integers(2, vocabulary_size, size=(1, steps), dtype=np.int64)
+                    state = np.zeros((1, state_width), np.float32)
                     grpc_requests += [
                         predict(model, "score", {"text": np.array(texts, object)}),
                         predict(model, "tokenize", {"text": np.array(texts, object)}),
