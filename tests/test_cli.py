@@ -25,6 +25,7 @@ COMMANDS = {
     "rnn-zoo-generation-quality": "serving.generation.quality.cli",
     "rnn-zoo-demo": "serving.demo",
     "rnn-zoo-diagnose": "training.diagnostics.cli",
+    "rnn-zoo-ensemble": "training.ensemble",
 }
 HEAVY_MODULES = ("tensorflow", "keras", "zoo", "tensorflow_serving", "grpc")
 

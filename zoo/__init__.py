@@ -12,6 +12,7 @@ import inspect
 
 from zoo.backbone import RecurrentBackbone
 from zoo.characters import CharacterEncoder
+from zoo.ensemble import Ensemble
 from zoo.cells import GatedLSTMCell
 from zoo.models import LanguageModel, SentenceClassifier, SequenceTagger
 from zoo.names import CELL_TYPES, GATES, POOLINGS, TASKS
@@ -117,7 +118,7 @@ def build_preset(name: str, **overrides):
 
 __all__ = [
     "CELL_TYPES", "GATES", "POOLINGS", "PRESETS", "TASKS", "TASK_MODELS",
-    "CharacterEncoder", "GatedLSTMCell", "LanguageModel", "RecurrentBackbone", "SentenceClassifier",
+    "CharacterEncoder", "Ensemble", "GatedLSTMCell", "LanguageModel", "RecurrentBackbone", "SentenceClassifier",
     "SequenceTagger", "build", "build_preset", "get_preset", "list_presets",
     "check_option_values", "model_class", "valid_options",
 ]

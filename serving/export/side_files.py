@@ -121,6 +121,12 @@ def _model_card(*, model_name, version, config, zoo_info, training_info, metrics
     command = training_info.get("command") or config.get("command")
     if command:
         lines += ["", "Command:", "", f"    {command}"]
+    members = training_info.get("members") or []
+    if members:
+        lines += ["", f"An ensemble of {len(members)} models trained on the same data; it "
+                  "answers with the mean of their probabilities. The members:", ""]
+        for member in members:
+            lines += [f"- seed {member.get('seed')}: `{member.get('command') or member.get('run')}`"]
     if not training and not command:
         lines += ["Not recorded."]
     lines += [""]

@@ -162,15 +162,17 @@ def export_model(
 def _check_export_arguments(model, tokens, *, task, level, labels, model_name,
                             characters=None):
     model_class = zoo.model_class(task)
-    if not isinstance(model, model_class):
-        raise ValueError(f"A {task} export needs a {model_class.__name__}, "
-                         f"got {type(model).__name__}.")
+    ensemble_of_task = isinstance(model, zoo.Ensemble) and model.task == task
+    if not (isinstance(model, model_class) or ensemble_of_task):
+        raise ValueError(f"A {task} export needs a {model_class.__name__} (or an Ensemble "
+                         f"of them), got {type(model).__name__}.")
     if level not in LEVELS:
         raise ValueError(f"level must be one of {', '.join(LEVELS)}, got {level!r}.")
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", model_name or ""):
         raise ValueError(f"model_name must be letters, digits, '_', '-' or '.', not starting "
                          f"with a symbol (it becomes a directory), got {model_name!r}.")
-    _check_vocabulary(tokens, model.backbone.vocabulary_size, "vocabulary", "vocabulary_size")
+    vocabulary_size = model.vocabulary_size if ensemble_of_task else model.backbone.vocabulary_size
+    _check_vocabulary(tokens, vocabulary_size, "vocabulary", "vocabulary_size")
     if getattr(model, "uses_characters", False):
         if characters is None:
             raise ValueError("This tagger has a character model: pass char_vocabulary "
@@ -285,7 +287,7 @@ def export_run(
 
     data = config.get("data") or {}
     training_info = {key: config[key] for key in ("data", "training", "command", "preset",
-                                                  "seed") if key in config}
+                                                  "seed", "members") if key in config}
     training_info["run"] = str(run_dir)
     credit = credit_line({}, data)
     if credit:
