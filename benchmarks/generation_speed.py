@@ -4,12 +4,22 @@ Runs the same generation loop (`serving.generation`) on each shipped language
 model, every way side by side in one process so the machine's noise hits
 them alike:
 
-    in-process (SavedModel)          1 prompt, --batch_size prompts
-    gRPC, tensor_content responses   1 prompt, --batch_size prompts   (a real server process with
-                                                                       --enable_serialization_as_tensor_content)
-    gRPC, typed-field responses      1 prompt, --batch_size prompts   (a second server, TF Serving's default)
+    in-process (SavedModel)          1 prompt, --batch_size prompts   (the model's `sample` signature
+                                                                       draws each token)
+    in-process, logits               1 prompt, --batch_size prompts   (`step` returns the logits and
+                                                                       the client draws)
+    gRPC                             1 prompt, --batch_size prompts   (a real server process with
+                                                                       --enable_serialization_as_tensor_content;
+                                                                       the server draws with `sample`)
+    gRPC, logits                     1 prompt, --batch_size prompts   (the same server, `step`: a row of
+                                                                       logits comes back each step)
+    gRPC, logits, typed fields       1 prompt, --batch_size prompts   (a second server, TF Serving's default
+                                                                       response encoding)
     naive, in-process                1 prompt                         (no state carried: the whole prefix
                                                                        is fed again at every step)
+
+A model exported before the `sample` signature (serving.export.upgrade adds
+it) runs the drawing jobs with `step`, as the logits jobs do.
 
 Each configuration generates `--max_new_tokens` tokens per row with greedy
 decoding and the end token ignored, so every row runs to the full length and
@@ -177,6 +187,7 @@ def model_targets(model: str, runs: dict, batch_size: int) -> list[dict]:
 
     targets = []
     for rows in (1, batch_size):
+        # Like for like: both draw with the model's `sample` signature when it has one.
         value = ratio(rate("gRPC", rows), rate("in-process", rows))
         targets.append({"model": model, "target": f"gRPC at least {TARGET_GRPC_RATIO}x in-process, {rows} "
                                                   f"prompt{'s' if rows != 1 else ''}",
@@ -212,8 +223,10 @@ def write_report(results: dict, output_dir: Path) -> None:
     lines = ["# Generation speed", "",
              f"`{setup['command']}`: {setup['max_new_tokens']} new tokens per row, greedy, end token ignored; "
              f"median of {setup['repeats']} interleaved runs, min-max in brackets. gRPC: a real server process on "
-             "loopback, each step one Predict carrying the state; `tensor_content` means the server ran with "
-             "`--enable_serialization_as_tensor_content`, `typed fields` without it (TF Serving's default). "
+             "loopback, each step one Predict carrying the state, the server run with "
+             "`--enable_serialization_as_tensor_content` except for `typed fields` (TF Serving's default). "
+             "Without `logits` the model's `sample` signature draws each token (one id per row comes back); "
+             "with it `step` returns a row of logits and the client draws (the same tokens). "
              "Naive: the same loop with no state carried, the whole prefix fed again at every step (in process).",
              "",
              f"Machine: {machine.get('cpu_model')} ({machine.get('usable_cpus')} usable CPUs), "
@@ -279,18 +292,27 @@ def main(argv=None) -> int:
     all_runs, targets = {}, []
     for model in args.models:
         local = SavedModelBackend(str(latest_version(base_dir, model)))
+        local_logits = SavedModelBackend(str(latest_version(base_dir, model)), use_sample_signature=False)
         pool = PROMPTS.get(model, ["the"])
         prompts = {1: pool[:1], args.batch_size: [pool[index % len(pool)] for index in range(args.batch_size)]}
-        servers = {"gRPC": True} if args.no_typed_fields else {"gRPC": True, "gRPC, typed fields": False}
+        servers = {"tensor_content": True} if args.no_typed_fields else {"tensor_content": True,
+                                                                          "typed fields": False}
         with contextlib.ExitStack() as stack:
             remotes = {}
-            for label, content in servers.items():
+            for encoding, content in servers.items():
                 server = stack.enter_context(running_server(
                     model_name=model, model_base_path=base_dir / model, rest=False, monitoring=False,
                     tensor_content_responses=content))
-                remotes[label] = stack.enter_context(GrpcBackend(server.grpc_target, model))
+                if content:
+                    remotes["gRPC"] = stack.enter_context(GrpcBackend(server.grpc_target, model))
+                    remotes["gRPC, logits"] = stack.enter_context(
+                        GrpcBackend(server.grpc_target, model, use_sample_signature=False))
+                else:
+                    remotes["gRPC, logits, typed fields"] = stack.enter_context(
+                        GrpcBackend(server.grpc_target, model, use_sample_signature=False))
             jobs = [(job_name(label, rows), backend, batch)
-                    for label, backend in [("in-process", local), *remotes.items()]
+                    for label, backend in [("in-process", local), ("in-process, logits", local_logits),
+                                           *remotes.items()]
                     for rows, batch in prompts.items()]
             jobs.append((job_name("naive in-process", 1), PrefixRefeedBackend(local), prompts[1]))
             runs = time_generations(jobs, args.max_new_tokens, args.repeats,

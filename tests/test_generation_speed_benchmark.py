@@ -51,9 +51,9 @@ def test_quick_run_reports_every_figure(tmp_path):
     setup = result["setup"]
     assert setup["models"] == ["shakespeare_char_lstm"] and setup["batch_size"] == 4 and setup["quick"] is True
     runs = result["runs"]["shakespeare_char_lstm"]
-    assert set(runs) == {"in-process, 1 prompt", "in-process, 4 prompts", "gRPC, 1 prompt", "gRPC, 4 prompts",
-                         "gRPC, typed fields, 1 prompt", "gRPC, typed fields, 4 prompts",
-                         "naive in-process, 1 prompt"}
+    assert set(runs) == {f"{backend}, {rows}" for backend in ("in-process", "in-process, logits", "gRPC",
+                                                              "gRPC, logits", "gRPC, logits, typed fields")
+                         for rows in ("1 prompt", "4 prompts")} | {"naive in-process, 1 prompt"}
     for name, run in runs.items():
         assert run["tokens"] == run["rows"] * setup["max_new_tokens"], name
         assert len(run["seconds"]) == setup["repeats"]

@@ -17,6 +17,7 @@ from typing import Sequence
 
 import tensorflow as tf
 
+from serving.export.sampling import sample_next
 from training.datasets.sst import BRACKET_ESCAPES
 from training.vocab import OOV_ID, PAD_ID
 
@@ -29,7 +30,7 @@ PAD_STRING = ""
 CLASSIFY_METHOD_NAME = "tensorflow/serving/classify"
 SIGNATURES = {
     "language_model": ("serving_default", "tokenize", "detokenize", "initial_state", "step",
-                       "score"),
+                       "score", "sample"),
     "classifier": ("serving_default", "classify"),
     "tagger": ("serving_default", "tag_tokens"),
 }
@@ -202,7 +203,39 @@ def _language_model_signatures(model, tokenizer: _Tokenizer) -> dict:
 
     return {"serving_default": serving_default, "tokenize": tokenize,
             "detokenize": detokenize, "initial_state": initial_state, "step": step,
-            "score": score}
+            "score": score, "sample": sampling_signature(step, state_size)}
+
+
+def sampling_signature(step, state_size: int):
+    """The `sample` signature on top of a `step` function (serving.export.sampling)."""
+    per_row = lambda dtype, name: tf.TensorSpec([None], dtype, name=name)  # noqa: E731
+
+    @tf.function(input_signature=[
+        tf.TensorSpec([None, None], tf.int64, name="token_ids"),
+        tf.TensorSpec([None, state_size], tf.float32, name="state"),
+        per_row(tf.float64, "uniforms"), per_row(tf.float64, "temperature"),
+        per_row(tf.int32, "top_k"),
+    ])
+    def sample(token_ids, state, uniforms, temperature, top_k):
+        rows = tf.shape(token_ids)[0]
+        checks = [
+            tf.debugging.assert_equal(
+                tf.stack([tf.shape(x)[0] for x in (state, uniforms, temperature, top_k)]),
+                tf.fill([4], rows),
+                message="sample: state, uniforms, temperature and top_k need one entry per row "
+                        "of token_ids"),
+            tf.debugging.assert_greater_equal(uniforms, tf.constant(0.0, tf.float64),
+                                              message="sample: uniforms must lie in [0, 1)"),
+            tf.debugging.assert_less(uniforms, tf.constant(1.0, tf.float64),
+                                     message="sample: uniforms must lie in [0, 1)"),
+            tf.debugging.assert_non_negative(top_k, message="sample: top_k must be 0 (all) or more"),
+        ]
+        with tf.control_dependencies(checks):
+            stepped = step(token_ids, state)
+        next_token_id, log_prob = sample_next(stepped["logits"], uniforms, temperature, top_k)
+        return {"next_token_id": next_token_id, "log_prob": log_prob, "state": stepped["state"]}
+
+    return sample
 
 
 def _classifier_signatures(model, tokenizer: _Tokenizer, labels: Sequence[str]) -> dict:

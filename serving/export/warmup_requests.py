@@ -53,6 +53,10 @@ def warmup_logs(saved_model_dir: Path, *, model_name: str, task: str, tokens: li
         "tokens": np.array([words], dtype=object),
         "token_ids": np.array([[FIRST_REAL_ID + i for i in range(len(words))]]),
         "batch_size": np.array(1),
+        # The `sample` signature: one draw at temperature 1 from the top 10.
+        "uniforms": np.array([0.5]),
+        "temperature": np.array([1.0]),
+        "top_k": np.array([10]),
     }
     if state_size is not None:
         samples["state"] = np.zeros((1, state_size), dtype=np.float32)

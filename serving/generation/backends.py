@@ -40,7 +40,10 @@ class LanguageModelBackend(Protocol):
         end_token: the token that ends a sentence (`"<eos>"`) or None.
 
     A backend may also have `score(texts) -> [(log_prob, num_tokens), ...]`
-    (the `score` signature); `score()` steps through the text without it.
+    (the `score` signature); `score()` steps through the text without it. One
+    whose `can_sample` is true also has `sample(token_ids, state, uniforms,
+    temperature, top_k) -> (next ids, log-probs, state)` (the `sample`
+    signature), which the loop uses where it draws the same tokens.
     """
 
     token_strings: list[str]
@@ -55,6 +58,17 @@ class LanguageModelBackend(Protocol):
 
     def step(self, token_ids: np.ndarray, state: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Feeds int64 (batch, k) ids, right-padded with 0: returns (logits (batch, vocabulary), state)."""
+
+
+# The `sample` signature's inputs beyond `step`'s (serving.export.sampling).
+SAMPLE_SIGNATURE = "sample"
+
+
+def _sample_inputs(token_ids, state, uniforms, temperature, top_k) -> dict[str, np.ndarray]:
+    return {"token_ids": np.asarray(token_ids, dtype=np.int64), "state": np.asarray(state, dtype=np.float32),
+            "uniforms": np.asarray(uniforms, dtype=np.float64),
+            "temperature": np.asarray(temperature, dtype=np.float64),
+            "top_k": np.asarray(top_k, dtype=np.int32)}
 
 
 def _unpad(token_ids: np.ndarray, lengths: np.ndarray) -> list[list[int]]:
@@ -96,12 +110,14 @@ class SavedModelBackend:
 
     Args:
         path: a version directory, e.g. ``saved_models/shakespeare_char_lstm/2``.
+        use_sample_signature: let the model draw tokens with its `sample`
+            signature when it has one (the same tokens as drawing here).
 
     Raises:
         ValueError: the path holds no SavedModel, or not a language model.
     """
 
-    def __init__(self, path):
+    def __init__(self, path, use_sample_signature: bool = True):
         import tensorflow as tf
 
         self._tf = tf
@@ -119,6 +135,7 @@ class SavedModelBackend:
         self.token_strings = _vocabulary_from_detokenize(self._detokenize_rows, vocabulary_size)
         self.separator = _separator(self.token_strings, self._detokenize_rows)
         self.end_token = info.get("end_token")
+        self.can_sample = use_sample_signature and SAMPLE_SIGNATURE in self._signatures
 
     @property
     def vocabulary_size(self) -> int:
@@ -149,6 +166,13 @@ class SavedModelBackend:
                             state=self._tf.constant(state, self._tf.float32))
         return output["logits"].numpy(), output["state"].numpy()
 
+    def sample(self, token_ids, state, uniforms, temperature, top_k):
+        """`step`, then one token per row drawn in the graph: (next ids (batch,), log-probs, state)."""
+        inputs = {name: self._tf.constant(value) for name, value in
+                  _sample_inputs(token_ids, state, uniforms, temperature, top_k).items()}
+        output = self._call(SAMPLE_SIGNATURE, **inputs)
+        return output["next_token_id"].numpy(), output["log_prob"].numpy(), output["state"].numpy()
+
     def score(self, texts):
         if "score" not in self._signatures:
             raise NotImplementedError(f"{self.path} has no score signature")
@@ -170,6 +194,9 @@ class GrpcBackend:
         version: a version number (default: the latest).
         timeout_seconds: deadline of each call.
         security: TLS files and bearer token (`serving.client.connection.ConnectionSecurity`), or None.
+        use_sample_signature: let the server draw tokens with the model's
+            `sample` signature when it has one: one int64 per row comes back
+            instead of a row of logits (the same tokens as drawing here).
 
     Raises:
         BackendError: the model cannot be read from the server, or is not a
@@ -177,7 +204,7 @@ class GrpcBackend:
     """
 
     def __init__(self, target: str, model_name: str, version: int | None = None, timeout_seconds: float = 30.0,
-                 security=None):
+                 security=None, use_sample_signature: bool = True):
         from serving.client import ServingClient
 
         self.target, self.model_name, self.version = target, model_name, version
@@ -197,6 +224,7 @@ class GrpcBackend:
         self.separator = _separator(self.token_strings, self._detokenize_rows)
         # The exporter names `<eos>` as the end token of word models whose vocabulary has it.
         self.end_token = "<eos>" if self.separator == " " and "<eos>" in self.token_strings else None
+        self.can_sample = use_sample_signature and SAMPLE_SIGNATURE in signatures
 
     @property
     def vocabulary_size(self) -> int:
@@ -230,6 +258,11 @@ class GrpcBackend:
         outputs = self._predict("step", {"token_ids": np.asarray(token_ids, dtype=np.int64),
                                          "state": np.asarray(state, dtype=np.float32)})
         return outputs["logits"], outputs["state"]
+
+    def sample(self, token_ids, state, uniforms, temperature, top_k):
+        """`step`, then one token per row drawn by the server: (next ids (batch,), log-probs, state)."""
+        outputs = self._predict(SAMPLE_SIGNATURE, _sample_inputs(token_ids, state, uniforms, temperature, top_k))
+        return outputs["next_token_id"], outputs["log_prob"], outputs["state"]
 
     def score(self, texts):
         outputs = self._predict("score", {"text": np.array([text.encode("utf-8") for text in texts],

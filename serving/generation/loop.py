@@ -34,6 +34,19 @@ def _progress(rows: Sequence[Row]) -> str:
 # === Sampling and greedy loop ===
 
 
+def _model_draws(backend, options: GenerationOptions, stop_ids) -> bool:
+    """Whether the model's `sample` signature draws exactly what the client would.
+
+    It applies temperature and top-k and never draws `<pad>`; the other
+    filters and every history-dependent rewrite (``process_logits``) need the
+    logits here.
+    """
+    return bool(getattr(backend, "can_sample", False)) and (
+        options.repetition_penalty == 1.0 and not options.no_repeat_ngram_size
+        and options.top_p == 1.0 and options.min_p == 0.0 and options.typical_p == 1.0
+        and not (options.min_new_tokens and stop_ids))
+
+
 def _sample_loop(backend, prompts, options: GenerationOptions) -> Iterator[tuple[int, str]]:
     """Greedy decoding or sampling; yields (row, text) pieces and returns the finished rows."""
     texts, prompt_ids, stops = encode_prompts(backend, prompts, options)
@@ -55,15 +68,25 @@ def _sample_loop(backend, prompts, options: GenerationOptions) -> Iterator[tuple
     copies = np.repeat(np.arange(len(prompt_ids)), options.num_return_sequences)
     logits, state = np.asarray(logits)[copies], np.asarray(state)[copies]
     active = list(range(len(rows)))  # the rows still generating, in the order of `logits` and `state`
+    # After the prompts, the model's `sample` signature can draw each token
+    # itself from the uniform number the row's generator gives (the same draw
+    # the sampler here makes), so a step returns ids instead of logits.
+    model_draws = _model_draws(backend, options, stops.token_ids)
+    drawn = None  # (tokens, logprobs) the model drew in the last call
     while active:
         current = [rows[index] for index in active]
-        processed = process_logits(logits, [row.history for row in current], [len(row.tokens) for row in current],
-                                   options, stops.token_ids)
-        tokens = sampler.sample(processed, [row.generator for row in current])  # (live,)
-        if options.return_logprobs:
-            logprobs = samplers.log_softmax(logits)[np.arange(len(current)), tokens]
-        else:  # not returned: skip a full log-softmax of (rows, vocabulary) per step
-            logprobs = np.full(len(current), np.nan)
+        if drawn is not None:
+            tokens, logprobs = drawn
+            if not options.return_logprobs:
+                logprobs = np.full(len(current), np.nan)
+        else:
+            processed = process_logits(logits, [row.history for row in current],
+                                       [len(row.tokens) for row in current], options, stops.token_ids)
+            tokens = sampler.sample(processed, [row.generator for row in current])  # (live,)
+            if options.return_logprobs:
+                logprobs = samplers.log_softmax(logits)[np.arange(len(current)), tokens]
+            else:  # not returned: skip a full log-softmax of (rows, vocabulary) per step
+                logprobs = np.full(len(current), np.nan)
         still = []
         for position, (index, row) in enumerate(zip(active, current)):
             row.append(int(tokens[position]), float(logprobs[position]), backend, stops, options.min_new_tokens)
@@ -79,7 +102,16 @@ def _sample_loop(backend, prompts, options: GenerationOptions) -> Iterator[tuple
         # Finished rows leave the batch: only the live rows' tokens and state go on.
         active = [active[position] for position in still]
         try:
-            logits, state = backend.step(tokens[still].reshape(-1, 1), np.asarray(state)[still])
+            if model_draws:
+                live = [current[position] for position in still]
+                uniforms = [row.generator.random() for row in live] if options.sampling else [0.0] * len(live)
+                next_tokens, next_logprobs, state = backend.sample(
+                    tokens[still].reshape(-1, 1), np.asarray(state)[still], uniforms,
+                    [options.temperature if options.sampling else 0.0] * len(live),
+                    [options.top_k if options.sampling else 0] * len(live))
+                drawn = (np.asarray(next_tokens, dtype=np.int64), np.asarray(next_logprobs, dtype=np.float64))
+            else:
+                logits, state = backend.step(tokens[still].reshape(-1, 1), np.asarray(state)[still])
         except BackendError as error:
             raise GenerationError(f"generation stopped after these new tokens per row ({_progress(rows)}): "
                                   f"{error}", [len(row.tokens) for row in rows]) from error
