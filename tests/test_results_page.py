@@ -20,5 +20,11 @@ def test_every_shipped_model_has_a_row_with_its_dev_figure():
     shipped = results_page.shipped_versions(REPOSITORY_ROOT / "saved_models")
     assert {row["name"] for row in table} == set(shipped) == set(results_page.ANCHORS)
     for row in table:
-        assert row["parameters"] > 0 and row["train_minutes"] > 0 and row["command"].startswith("rnn-zoo-train ")
+        assert row["parameters"] > 0 and row["train_minutes"] > 0
+        if row["member_commands"]:  # an ensemble: its members' commands, then the one that joins them
+            assert row["command"].startswith("rnn-zoo-ensemble --runs ")
+            assert all(command.startswith("rnn-zoo-train ") for command in row["member_commands"])
+            assert "ensemble of" in row["shape"]
+        else:
+            assert row["command"].startswith("rnn-zoo-train ")
         assert (0 < row["dev"] <= 100) if row["metric"] == "accuracy" else row["dev"] > 0

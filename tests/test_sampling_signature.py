@@ -52,7 +52,7 @@ def test_the_graph_draws_the_tokens_numpy_draws_ties_included():
     np.testing.assert_array_equal(tokens.numpy(), expected)
     assert not np.any(tokens.numpy() == 0)  # never <pad>
     np.testing.assert_allclose(log_prob.numpy(),
-                               samplers.log_softmax(logits)[np.arange(rows), expected], rtol=1e-12)
+                               samplers.log_softmax(logits)[np.arange(rows), expected], rtol=1e-6)
     # The draws spread over the vocabulary (this is sampling, not argmax).
     sampled = temperature > 0
     assert np.mean(tokens.numpy()[sampled] != np.argmax(logits[sampled][:, 1:], 1) + 1) > 0.3

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -94,6 +95,7 @@ def rows(models_dir: Path) -> list[dict]:
         model = config["model"]
         version = int(version_dir.name)
         overrides = anchor.get("versions", {}).get(version, {})  # what this version's record lacks
+        members = record.get("members") or []
         table.append({
             "name": name, "version": version, **anchor, **overrides,
             "dev": _figure(anchor["metric"], metrics["dev"][anchor["metric"]]),
@@ -101,11 +103,20 @@ def rows(models_dir: Path) -> list[dict]:
             "train_minutes": overrides.get("train_minutes", metrics.get("train_seconds", 0) / 60),
             "shape": (f"{config['cell']}, {model.get('num_layers', 1)}x{model['hidden_dim']}"
                       + (", bidirectional" if model.get("bidirectional") else "")
-                      + (", tied embeddings" if model.get("tie_weights") else "")),
+                      + (", tied embeddings" if model.get("tie_weights") else "")
+                      + (f", ensemble of {len(members)}" if members else "")),
             "preset": record.get("preset"),
-            "command": record["command"].replace(".venv/bin/", "").split(" --verbose")[0],
+            "command": _command(record["command"]),
+            # A member's --output_dir stays: the ensemble's command names it.
+            "member_commands": [re.sub(r" --verbose \S+", "", member["command"].replace(".venv/bin/", ""))
+                                for member in members],
         })
     return table
+
+
+def _command(command: str) -> str:
+    """A recorded command as a user types it: no virtual-environment path, no progress option."""
+    return command.replace(".venv/bin/", "").split(" --verbose")[0]
 
 
 def markdown(table: list[dict]) -> str:
@@ -138,6 +149,12 @@ def markdown(table: list[dict]) -> str:
               "Each row, from a fresh clone with `../shared/data` beside it (then `rnn-zoo-export` as in the "
               "README):", ""]
     for row in table:
+        if row["member_commands"]:
+            lines += [f"- `{row['name']}` v{row['version']} (preset `{row['preset']}`, an ensemble of "
+                      f"{len(row['member_commands'])}): "
+                      + "; ".join(f"`{command}`" for command in row["member_commands"])
+                      + f"; then `{row['command']}`. {row['notes']}"]
+            continue
         lines += [f"- `{row['name']}` v{row['version']} (preset `{row['preset']}`): `{row['command']}`. "
                   f"{row['notes']}"]
     lines.append("")
