@@ -92,8 +92,16 @@ OPTION_SETS = [
 ]
 
 
+@pytest.fixture
+def always_sample(monkeypatch):
+    """The loop uses `sample` at every step, whatever the size of the logits (tiny test models)."""
+    from serving.generation import loop
+
+    monkeypatch.setattr(loop, "SAMPLE_SIGNATURE_MIN_LOGITS", 0)
+
+
 @pytest.mark.parametrize("options", OPTION_SETS)
-def test_generation_with_the_model_drawing_writes_the_same_text(exported_lm, options):
+def test_generation_with_the_model_drawing_writes_the_same_text(exported_lm, options, always_sample):
     from serving.generation import SavedModelBackend
 
     _, path = exported_lm
@@ -109,15 +117,23 @@ def test_generation_with_the_model_drawing_writes_the_same_text(exported_lm, opt
 
 
 def test_the_loop_only_lets_the_model_draw_what_it_can(exported_lm, monkeypatch):
-    from serving.generation import SavedModelBackend
+    from serving.generation import SavedModelBackend, loop
 
     _, path = exported_lm
     backend = SavedModelBackend(path)
     calls = []
     original = backend.sample
-    monkeypatch.setattr(backend, "sample", lambda *a: calls.append(1) or original(*a))
+    monkeypatch.setattr(backend, "sample", lambda *a: calls.append(len(a[0])) or original(*a))
+    # 13 words a row: small logits go back and forth faster than the graph draws.
+    generate(backend, ["ab"] * 3, max_new_tokens=5, seed=1, temperature=0.9, top_k=3)
+    assert calls == []
+    monkeypatch.setattr(loop, "SAMPLE_SIGNATURE_MIN_LOGITS", 3 * backend.vocabulary_size)
+    generate(backend, ["ab"] * 3, max_new_tokens=5, seed=1, temperature=0.9, top_k=3)
+    assert calls == [3] * 4  # the first token comes with the prompt's logits
+    monkeypatch.setattr(loop, "SAMPLE_SIGNATURE_MIN_LOGITS", 0)
+    calls.clear()
     generate(backend, ["ab"], max_new_tokens=5, seed=1, temperature=0.9, top_k=3)
-    assert len(calls) == 4  # the first token comes with the prompt's logits
+    assert calls == [1] * 4
     for options in ({"top_p": 0.9}, {"repetition_penalty": 1.3}, {"no_repeat_ngram_size": 2},
                     {"min_p": 0.1}, {"typical_p": 0.5}, {"num_beams": 2}):
         calls.clear()
@@ -142,7 +158,7 @@ def test_the_signature_names_what_is_wrong_with_its_inputs(exported_lm):
             sample(**{**good, **change})
 
 
-def test_over_grpc_the_server_draws_and_refuses_bad_inputs(exported_lm):
+def test_over_grpc_the_server_draws_and_refuses_bad_inputs(exported_lm, always_sample):
     from serving.client import ServingClient, ServingClientError
     from serving.generation import GrpcBackend, SavedModelBackend
     from serving_helpers import running_server
@@ -197,6 +213,9 @@ def test_upgrade_adds_sample_to_an_older_export_and_changes_nothing_else(exporte
     old = export.export_model(model, vocabulary, task="language_model", export_base=tmp_path,
                               model_name="old_lm", level="char")
     monkeypatch.undo()
+    from serving.generation import loop
+
+    monkeypatch.setattr(loop, "SAMPLE_SIGNATURE_MIN_LOGITS", 0)  # `sample` at every step of the tiny model
     assert "sample" not in tf.saved_model.load(str(old)).signatures
     before = {p.relative_to(old): p.read_bytes() for p in old.rglob("*") if p.is_file()}
     stepping = SavedModelBackend(old)

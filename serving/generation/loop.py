@@ -34,6 +34,15 @@ def _progress(rows: Sequence[Row]) -> str:
 # === Sampling and greedy loop ===
 
 
+# The `sample` signature pays for itself when a step's logits are large: over
+# gRPC at 64 rows of PTB's 10,001 words (640k floats, 2.6 MB) it gave 1.5x the
+# tokens/s of sending logits, while at one row (10k floats) or with a 67-char
+# vocabulary its fixed cost in the graph made it 8-15% slower
+# (benchmarks/results/generation_speed.md). Steps with fewer logits than this
+# use `step`; both draw the same tokens, so the loop may switch at any step.
+SAMPLE_SIGNATURE_MIN_LOGITS = 65_536
+
+
 def _model_draws(backend, options: GenerationOptions, stop_ids) -> bool:
     """Whether the model's `sample` signature draws exactly what the client would.
 
@@ -102,7 +111,7 @@ def _sample_loop(backend, prompts, options: GenerationOptions) -> Iterator[tuple
         # Finished rows leave the batch: only the live rows' tokens and state go on.
         active = [active[position] for position in still]
         try:
-            if model_draws:
+            if model_draws and len(still) * backend.vocabulary_size >= SAMPLE_SIGNATURE_MIN_LOGITS:
                 live = [current[position] for position in still]
                 uniforms = [row.generator.random() for row in live] if options.sampling else [0.0] * len(live)
                 next_tokens, next_logprobs, state = backend.sample(
@@ -112,6 +121,7 @@ def _sample_loop(backend, prompts, options: GenerationOptions) -> Iterator[tuple
                 drawn = (np.asarray(next_tokens, dtype=np.int64), np.asarray(next_logprobs, dtype=np.float64))
             else:
                 logits, state = backend.step(tokens[still].reshape(-1, 1), np.asarray(state)[still])
+                drawn = None
         except BackendError as error:
             raise GenerationError(f"generation stopped after these new tokens per row ({_progress(rows)}): "
                                   f"{error}", [len(row.tokens) for row in rows]) from error
