@@ -92,7 +92,7 @@ def tagger_runs(tmp_path_factory):
     runs = []
     for name, source, seed in (("s0", data, 0), ("s1", data, 1), ("other", other, 0)):
         run = root / name
-        args = ["--preset", "ewt_char_bilstm", "--data", str(source), "--epochs", "2",
+        args = ["--preset", "ewt_char_bilstm", "--data", str(source), "--epochs", "1",
                 "--seed", str(seed), "--output_dir", str(run), *SMALL, *CHARS]
         assert train_cli.main(args) == 0
         runs.append(run)
@@ -190,7 +190,7 @@ def test_classifier_runs_ensemble_and_export(tmp_path, capsys):
     runs = []
     for seed in (0, 1):
         run = tmp_path / f"sst_{seed}"
-        assert train_cli.main(["--preset", "sst_bilstm", "--data", str(data), "--epochs", "2",
+        assert train_cli.main(["--preset", "sst_bilstm", "--data", str(data), "--epochs", "1",
                                "--seed", str(seed), "--output_dir", str(run), *SMALL]) == 0
         runs.append(run)
     output = tmp_path / "sst_ensemble"

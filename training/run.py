@@ -48,7 +48,7 @@ import numpy as np
 import tensorflow as tf
 
 import zoo
-from training import distribution, run_directory
+from training import distribution, run_directory, warm_start
 from training.clipping import with_global_norm_clipping
 from training.precision import compute_in_float32, dtype_policy, resolve_precision
 from training.datasets import classification_dataset, load_split, tagging_dataset
@@ -74,9 +74,10 @@ TASK_TRAINING_DEFAULTS = {
 }
 TRAINING_KEYS = ("batch_size", "num_steps", "epochs", "optimizer", "learning_rate", "lr_decay",
                  "decay_start_epoch", "clip_norm", "early_stopping_patience", "sum_loss_over_time",
-                 "precision", "word_dropout")
+                 "precision", "word_dropout", "init_from")
 DATA_KEYS = ("source", "dev_source", "level", "tag_column", "valid_fraction", "valid_start", "data_dir",
-             "download", "max_train", "max_dev", "vocabulary_min_count", "vocabulary_max_size")
+             "download", "max_train", "max_dev", "vocabulary_min_count", "vocabulary_max_size",
+             "reverse")
 # Model options that ask a tagger for a character model.
 CHARACTER_OPTIONS = ("char_vocabulary_size", "char_embedding_dim", "char_hidden_dim",
                      "max_word_length")
@@ -132,6 +133,13 @@ def resolve_config(
     if task == "language_model" and training_options.get("word_dropout"):
         raise ValueError("word_dropout is for classifiers and taggers; a language model's inputs "
                          "are its targets too.")
+    if training_options.get("init_from"):
+        if task == "language_model":
+            raise ValueError("init_from starts a classifier or tagger from language models; "
+                             "to continue a language model, run its command again.")
+        training_options["init_from"] = [str(path) for path in training_options["init_from"]]
+    else:
+        training_options.pop("init_from", None)
     if training_options["optimizer"] not in OPTIMIZERS:
         raise ValueError(f"Unknown optimizer {training_options['optimizer']!r}. "
                          f"Valid optimizers: {', '.join(OPTIMIZERS)}.")
@@ -144,6 +152,11 @@ def resolve_config(
             data_options["valid_start"] = base["data"]["valid_start"]
     data_options.update({k: v for k, v in (data or {}).items() if v is not None})
     _reject_unknown("data", data_options, DATA_KEYS)
+    if data_options.get("reverse") and task != "language_model":
+        raise ValueError("reverse (reading text right to left) is for language models, which "
+                         "then start the backward direction of a classifier or tagger (--init_from).")
+    if not data_options.get("reverse"):
+        data_options.pop("reverse", None)
     if not data_options.get("source"):
         raise ValueError("No data source: give --data (a local file or directory, or a "
                          "tensorflow-datasets name).")
@@ -211,7 +224,12 @@ def load_splits(config: dict):
                          "(or --data a directory holding both splits).")
     else:
         dev = load_split(task, data["source"], "dev", **options)
-    return _limit(train, data.get("max_train")), _limit(dev, data.get("max_dev"))
+    train, dev = _limit(train, data.get("max_train")), _limit(dev, data.get("max_dev"))
+    if data.get("reverse"):
+        # Right to left: each split's stream read from its end (sentences reversed, and their
+        # order too); a language model of it predicts each word from the words after it.
+        train, dev = (dataclasses.replace(split, tokens=split.tokens[::-1]) for split in (train, dev))
+    return train, dev
 
 
 def load_data(config: dict, run_dir: Path | None = None, splits=None) -> PreparedData:
@@ -349,6 +367,7 @@ def compile_for_training(model, config: dict, strategy: tf.distribute.Strategy |
 
 
 EPOCH_SECONDS_FILE = "epoch_seconds.json"
+INIT_REPORT = "init_from.json"  # what --init_from copied, written when the run first starts
 
 
 class EpochSeconds(keras.callbacks.Callback):
@@ -456,6 +475,8 @@ def train(config: dict, *, verbose="auto", overwrite: bool = False,
         run_dir = distribution.worker_output_dir(run_dir, os.environ.get("TF_CONFIG"))
     keras.utils.set_random_seed(config["seed"])
     started = time.time()
+    if config["training"].get("init_from"):
+        warm_start.check_sources(config["training"]["init_from"])  # before reading any data
     splits = load_splits(config)
     wanted = run_directory.identity(config, *splits)
     resuming = run_directory.prepare(run_dir, wanted, overwrite=overwrite)
@@ -495,6 +516,15 @@ def _train_in(run_dir: Path, config: dict, splits, wanted: dict, *, resuming: bo
     with strategy.scope(), dtype_policy(precision):
         model = build_model(config, prepared)
         trainable = compile_for_training(model, config, strategy)
+        if config["training"].get("init_from") and not resuming:
+            # A resumed run's weights come from its backup; the report from its first start.
+            report = warm_start.initialize_from(model, prepared.vocabulary,
+                                                config["training"]["init_from"])
+            _write_json(run_dir / INIT_REPORT, report)
+            logger.info("started from %s", "; ".join(
+                f"{entry['run']} ({entry['direction']}: layers {entry['layers']}"
+                + (f", {entry['words_copied']} of {report['words']} word vectors" if "words_copied" in entry else "")
+                + ")" for entry in report["runs"]))
     train_data, dev_data = make_datasets(config, prepared)
     if config["task"] == "language_model" and strategy.num_replicas_in_sync > 1:
         # Each replica keeps its own rows of the streams, batch after batch.
@@ -514,6 +544,8 @@ def _train_in(run_dir: Path, config: dict, splits, wanted: dict, *, resuming: bo
                "parameters": int(model.count_params()),
                "data": {"source": config["data"]["source"], "train_size": _size(prepared.train),
                         "dev_size": _size(prepared.dev)}}
+    if (run_dir / INIT_REPORT).exists():
+        metrics["init_from"] = json.loads((run_dir / INIT_REPORT).read_text(encoding="utf-8"))
     model.save(run_dir / "model.keras")
     _write_json(run_dir / "metrics.json", metrics)
     if (run_dir / "history.csv").exists():

@@ -2,6 +2,8 @@
 
     rnn-zoo-train --preset ptb_small --data ../shared/data/ptb
     rnn-zoo-train --preset sst_bilstm --data glue/sst2 --epochs 3
+    rnn-zoo-train --preset sst_lm --data ../shared/data/sst2 --output_dir runs/sst_lm
+    rnn-zoo-train --preset sst_bilstm --data glue/sst2 --init_from runs/sst_lm
     rnn-zoo-train --task tagger --cell gru --set bidirectional=true --set hidden_dim=64 \\
         --data ../shared/data/ud_english_ewt --output_dir runs/ewt_gru
 
@@ -22,9 +24,9 @@ from training.quiet import prefer_onednn
 # Keys of the data options the command line sets (training.run.DATA_KEYS, less
 # those only a preset or the defaults give).
 _DATA_ARGUMENTS = ("source", "dev_source", "level", "tag_column", "valid_start", "data_dir", "download",
-                   "max_train", "max_dev", "vocabulary_min_count", "vocabulary_max_size")
+                   "max_train", "max_dev", "vocabulary_min_count", "vocabulary_max_size", "reverse")
 _TRAINING_ARGUMENTS = ("epochs", "batch_size", "num_steps", "optimizer", "learning_rate", "clip_norm",
-                       "early_stopping_patience", "precision", "word_dropout")
+                       "early_stopping_patience", "precision", "word_dropout", "init_from")
 _OPTIMIZERS = ("adagrad", "adam", "rmsprop", "sgd")  # training.run.OPTIMIZERS (tested to match)
 _STRATEGIES = ("default", "mirrored", "multi_worker")  # training.distribution.STRATEGIES (tested)
 _PRECISIONS = ("float32", "mixed_bfloat16", "auto")  # training.precision.PRECISIONS (tested)
@@ -65,6 +67,9 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument("--max_dev", type=int, help="use only the first N dev sentences (tokens for LMs)")
     data.add_argument("--vocabulary_max_size", type=int, help="keep the N most frequent tokens")
     data.add_argument("--vocabulary_min_count", type=int, help="drop tokens seen fewer times")
+    data.add_argument("--reverse", action="store_true", default=None,
+                      help="language models: read the text right to left (a backward model "
+                      "for --init_from)")
 
     fit = parser.add_argument_group("training (overrides the preset)")
     fit.add_argument("--epochs", type=int)
@@ -77,6 +82,10 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("--word_dropout", type=float, metavar="ALPHA",
                      help="classifiers and taggers: a train word seen n times becomes <unk> with "
                      "probability ALPHA/(n+ALPHA), anew each epoch (0: off)")
+    fit.add_argument("--init_from", nargs="+", metavar="LM_RUN",
+                     help="classifiers and taggers: start the word vectors and recurrent layers "
+                     "from a word language-model run (Dai & Le 2015); a second run, trained with "
+                     "--reverse, starts a bidirectional model's backward direction")
     fit.add_argument("--precision", choices=_PRECISIONS,
                      help="arithmetic: float32, mixed_bfloat16 (bfloat16 products, float32 weights, "
                      "loss and carried state), or auto (bfloat16 where the CPU has AVX512-BF16 or AMX)")

@@ -136,6 +136,17 @@ PRESETS: dict[str, dict] = {
                      "clip_norm": 5.0, "early_stopping_patience": 2},
         "data": {"local": "sst2", "tfds": "glue/sst2"},
     },
+    "sst_lm": {
+        "task": "language_model",
+        "description": ("Word LSTM language model on the SST sentences, the size of sst_bilstm's "
+                        "encoder, to start it from (rnn-zoo-train --init_from; Dai & Le 2015)."),
+        "reference": "Dai & Le 2015, Semi-supervised Sequence Learning",
+        "model": {"cell": "lstm", "embedding_dim": 128, "hidden_dim": 128, "num_layers": 1,
+                  "dropout": 0.5, "tie_weights": True},
+        "training": {"batch_size": 20, "num_steps": 35, "epochs": 10, "optimizer": "adam",
+                     "learning_rate": 2e-3, "clip_norm": 5.0},
+        "data": {"local": "sst2", "level": "word"},
+    },
     # === POS tagging on UD English EWT ===
     "ewt_bilstm": {
         "task": "tagger",

@@ -271,6 +271,10 @@ def export_run(
     if task not in SIGNATURES:
         raise DataError(f"unknown task {task!r}; expected one of {', '.join(SIGNATURES)}",
                         path=run_dir / "config.json")
+    if config.get("data", {}).get("reverse"):
+        raise DataError("this language model reads text right to left (--reverse): it is made to "
+                        "start a classifier's backward direction (rnn-zoo-train --init_from), "
+                        "not to be served", path=run_dir)
     vocabulary = Vocabulary.load(run_dir / "vocabulary.json")
     labels = None
     if task != "language_model":

@@ -16,6 +16,10 @@ Directory layouts, by task (the first name found is used):
                     dev    ptb.valid.txt, valid.txt
                     test   ptb.test.txt, test.txt
 
+A directory with a sentiment corpus and no language-model file gives a language
+model its sentences as text (labels dropped; dev from the dev sentences), for
+pretraining on the classifier's own text (`--init_from`).
+
 A language-model directory without a dev file (tiny-shakespeare comes as one
 `train.txt`) has its dev split cut from the end of the train file (see
 `training.datasets.text.hold_out_tail`). A language-model file given directly
@@ -40,7 +44,7 @@ from training.datasets.records import (
     TaggingData,
 )
 from training.datasets.sst import read_sst_file
-from training.datasets.text import hold_out_tail, read_language_model_file
+from training.datasets.text import EOS_TOKEN, hold_out_tail, read_language_model_file
 from training.datasets.tfds_source import load_tfds_split
 from training.errors import DataError
 
@@ -208,6 +212,9 @@ def _load_local_text(
     dev file under any name can pass both files directly.
     """
     task = "language_model"
+    if os.path.isdir(source) and _find_split_file(task, source, "train") is None \
+            and _find_split_file("classifier", source, "train") is not None:
+        return _sentences_as_text(source, split, level)
     if os.path.isdir(source):
         carve = split != "test" and _find_split_file(task, source, "dev") is None
         path = _find_split_file(task, source, "train" if carve else split)
@@ -226,6 +233,25 @@ def _load_local_text(
     if carve and valid_fraction > 0.0:
         return hold_out_tail(data, split, valid_fraction, valid_start)
     return data
+
+
+def _sentences_as_text(directory: str, split: str, level: str) -> LanguageModelData:
+    """A sentiment corpus's sentences, labels dropped, as language-model text.
+
+    Dai & Le (2015) pretrain on the classifier's own text: a directory with
+    `stsa.binary.train` (or the GLUE file) and no language-model file gives
+    its sentences, one per line with brackets unescaped as the classifier
+    reads them, and `stsa.binary.dev` for dev.
+    """
+    path = _find_split_file("classifier", directory, split)
+    if path is None:
+        raise _no_split_file("language_model", directory, split, _SPLIT_FILES["classifier"][split])
+    sentences = read_sst_file(path).sentences
+    if level == "char":
+        tokens = list("".join(" ".join(words) + "\n" for words in sentences))
+    else:
+        tokens = [token for words in sentences for token in (*words, EOS_TOKEN)]
+    return LanguageModelData(tokens=tokens, level=level, source=os.fspath(path))
 
 
 def _has_dev_file(path: str) -> bool:
