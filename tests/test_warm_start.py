@@ -148,3 +148,32 @@ def test_options_for_the_wrong_task_are_refused(language_models, capsys):
     assert train_cli.main(["--preset", "sst_lm", "--data", str(data), "--dry_run",
                            "--init_from", str(runs["forward"])]) == 2
     assert "init_from starts a classifier or tagger" in capsys.readouterr().err
+
+
+def test_a_treebank_reads_as_language_model_text(tmp_path):
+    data = write_conllu(tmp_path / "ud", train_size=3, dev_size=2)
+    train = load_split("language_model", data, "train")
+    assert train.tokens.count("<eos>") == 3 and len(train.tokens) == 3 * 4
+    assert train.source.endswith("en_ewt-ud-train.conllu")
+    assert load_split("language_model", data, "dev").tokens.count("<eos>") == 2
+
+
+def test_init_layers_0_copies_the_word_vectors_only(language_models, tmp_path, capsys):
+    _, data, runs = language_models
+    run = tmp_path / "words_only"
+    assert train_cli.main(["--preset", "sst_bilstm", "--data", str(data), "--epochs", "1",
+                           "--learning_rate", "0", "--output_dir", str(run), "--init_layers", "0",
+                           "--init_from", str(runs["forward"]), *SMALL]) == 0
+    report = json.loads((run / "metrics.json").read_text())["init_from"]
+    assert report["runs"][0]["layers"] == [] and report["runs"][0]["words_copied"] > 5
+    classifier = keras.saving.load_model(run / "model.keras", compile=False).backbone
+    lm = keras.saving.load_model(runs["forward"] / "model.keras", compile=False).backbone
+    assert not np.array_equal(classifier.recurrent_layers[0].forward_layer.get_weights()[1],
+                              lm.recurrent_layers[0].get_weights()[1])
+    vocabulary = Vocabulary.load(run / "vocabulary.json")
+    lm_vocabulary = Vocabulary.load(runs["forward"] / "vocabulary.json")
+    np.testing.assert_array_equal(classifier.embedding.get_weights()[0][vocabulary.tokens.index("good")],
+                                  lm.embedding.get_weights()[0][lm_vocabulary.tokens.index("good")])
+    assert train_cli.main(["--preset", "sst_bilstm", "--data", str(data), "--init_layers", "1",
+                           "--dry_run"]) == 2
+    assert "give --init_from too" in capsys.readouterr().err

@@ -74,7 +74,7 @@ TASK_TRAINING_DEFAULTS = {
 }
 TRAINING_KEYS = ("batch_size", "num_steps", "epochs", "optimizer", "learning_rate", "lr_decay",
                  "decay_start_epoch", "clip_norm", "early_stopping_patience", "sum_loss_over_time",
-                 "precision", "word_dropout", "init_from")
+                 "precision", "word_dropout", "init_from", "init_layers")
 DATA_KEYS = ("source", "dev_source", "level", "tag_column", "valid_fraction", "valid_start", "data_dir",
              "download", "max_train", "max_dev", "vocabulary_min_count", "vocabulary_max_size",
              "reverse")
@@ -140,6 +140,11 @@ def resolve_config(
         training_options["init_from"] = [str(path) for path in training_options["init_from"]]
     else:
         training_options.pop("init_from", None)
+        if training_options.get("init_layers") is not None:
+            raise ValueError("init_layers says how many recurrent layers --init_from copies; "
+                             "give --init_from too.")
+    if training_options.get("init_layers") is not None and training_options["init_layers"] < 0:
+        raise ValueError(f"init_layers must be 0 or more, got {training_options['init_layers']}.")
     if training_options["optimizer"] not in OPTIMIZERS:
         raise ValueError(f"Unknown optimizer {training_options['optimizer']!r}. "
                          f"Valid optimizers: {', '.join(OPTIMIZERS)}.")
@@ -519,7 +524,8 @@ def _train_in(run_dir: Path, config: dict, splits, wanted: dict, *, resuming: bo
         if config["training"].get("init_from") and not resuming:
             # A resumed run's weights come from its backup; the report from its first start.
             report = warm_start.initialize_from(model, prepared.vocabulary,
-                                                config["training"]["init_from"])
+                                                config["training"]["init_from"],
+                                                layers=config["training"].get("init_layers"))
             _write_json(run_dir / INIT_REPORT, report)
             logger.info("started from %s", "; ".join(
                 f"{entry['run']} ({entry['direction']}: layers {entry['layers']}"

@@ -26,7 +26,8 @@ from training.quiet import prefer_onednn
 _DATA_ARGUMENTS = ("source", "dev_source", "level", "tag_column", "valid_start", "data_dir", "download",
                    "max_train", "max_dev", "vocabulary_min_count", "vocabulary_max_size", "reverse")
 _TRAINING_ARGUMENTS = ("epochs", "batch_size", "num_steps", "optimizer", "learning_rate", "clip_norm",
-                       "early_stopping_patience", "precision", "word_dropout", "init_from")
+                       "early_stopping_patience", "precision", "word_dropout", "init_from",
+                       "init_layers")
 _OPTIMIZERS = ("adagrad", "adam", "rmsprop", "sgd")  # training.run.OPTIMIZERS (tested to match)
 _STRATEGIES = ("default", "mirrored", "multi_worker")  # training.distribution.STRATEGIES (tested)
 _PRECISIONS = ("float32", "mixed_bfloat16", "auto")  # training.precision.PRECISIONS (tested)
@@ -86,6 +87,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="classifiers and taggers: start the word vectors and recurrent layers "
                      "from a word language-model run (Dai & Le 2015); a second run, trained with "
                      "--reverse, starts a bidirectional model's backward direction")
+    fit.add_argument("--init_layers", type=int, metavar="N",
+                     help="with --init_from: copy only the N lowest recurrent layers (0: the word "
+                     "vectors only; default: every layer that fits)")
     fit.add_argument("--precision", choices=_PRECISIONS,
                      help="arithmetic: float32, mixed_bfloat16 (bfloat16 products, float32 weights, "
                      "loss and carried state), or auto (bfloat16 where the CPU has AVX512-BF16 or AMX)")

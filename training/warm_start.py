@@ -20,6 +20,8 @@ does that for the zoo's word-level classifiers and taggers:
   is not what the language model's layer read (above a bidirectional layer,
   which reads both directions) is left as it is, and so is everything above.
 - the output layer (the classifier's or tagger's dense layer) is always new.
+  `--init_layers N` copies only the N lowest recurrent layers (0: the word
+  vectors alone).
 
 Cell type, embedding and hidden sizes must match; anything else that cannot be
 copied is an error with a message, never a silent partial start. What was
@@ -63,13 +65,15 @@ def check_sources(paths) -> list[Path]:
     return paths
 
 
-def initialize_from(model, vocabulary: Vocabulary, paths) -> dict:
+def initialize_from(model, vocabulary: Vocabulary, paths, *, layers: int | None = None) -> dict:
     """Copies the language models' word vectors and recurrent weights into `model`.
 
     Args:
         model: A built `zoo.SentenceClassifier` or `zoo.SequenceTagger`.
         vocabulary: The model's word vocabulary.
         paths: One or two language-model run directories (`check_sources`).
+        layers: Copy at most this many recurrent layers, bottom up (0: the
+            word vectors only); None: every layer that fits.
 
     Returns:
         A report: per source run, the word vectors copied and the layers
@@ -101,7 +105,7 @@ def initialize_from(model, vocabulary: Vocabulary, paths) -> dict:
             entry["words_copied"] = _copy_embeddings(
                 backbone.embedding, source.embedding, vocabulary,
                 Vocabulary.load(path / "vocabulary.json"))
-        entry["layers"] = _copy_layers(backbone, source, direction)
+        entry["layers"] = _copy_layers(backbone, source, direction, layers)
         report["runs"].append(entry)
     return report
 
@@ -129,10 +133,11 @@ def _copy_embeddings(target, source, vocabulary: Vocabulary, source_vocabulary: 
     return copied
 
 
-def _copy_layers(backbone, source, direction: str) -> list[int]:
+def _copy_layers(backbone, source, direction: str, limit: int | None) -> list[int]:
     """Copies source layer k into this backbone's layer k, one direction; returns the layers copied."""
     copied = []
-    for k, (layer, source_layer) in enumerate(zip(backbone.recurrent_layers, source.recurrent_layers)):
+    pairs = list(zip(backbone.recurrent_layers, source.recurrent_layers))
+    for k, (layer, source_layer) in enumerate(pairs[:limit]):
         if backbone.bidirectional:
             if k > 0:
                 break  # it reads both directions of the layer below; the language model read one

@@ -171,6 +171,17 @@ PRESETS: dict[str, dict] = {
                      "clip_norm": 5.0, "early_stopping_patience": 2},
         "data": {"local": "ud_english_ewt", "tfds": "universal_dependencies/en_ewt"},
     },
+    "ewt_lm": {
+        "task": "language_model",
+        "description": ("Word LSTM language model on the EWT train sentences, the size of the "
+                        "taggers' word encoder, to start them from (--init_from)."),
+        "reference": "Dai & Le 2015, Semi-supervised Sequence Learning",
+        "model": {"cell": "lstm", "embedding_dim": 128, "hidden_dim": 100, "num_layers": 1,
+                  "dropout": 0.5},
+        "training": {"batch_size": 20, "num_steps": 35, "epochs": 10, "optimizer": "adam",
+                     "learning_rate": 2e-3, "clip_norm": 5.0},
+        "data": {"local": "ud_english_ewt", "level": "word"},
+    },
 }
 
 # === The eight gate-ablation variants of the zoo's gated LSTM ===

@@ -16,9 +16,9 @@ Directory layouts, by task (the first name found is used):
                     dev    ptb.valid.txt, valid.txt
                     test   ptb.test.txt, test.txt
 
-A directory with a sentiment corpus and no language-model file gives a language
-model its sentences as text (labels dropped; dev from the dev sentences), for
-pretraining on the classifier's own text (`--init_from`).
+A directory with a sentiment corpus or a treebank and no language-model file
+gives a language model its sentences as text (labels and tags dropped; dev from
+the dev sentences), for pretraining on the task's own text (`--init_from`).
 
 A language-model directory without a dev file (tiny-shakespeare comes as one
 `train.txt`) has its dev split cut from the end of the train file (see
@@ -212,9 +212,10 @@ def _load_local_text(
     dev file under any name can pass both files directly.
     """
     task = "language_model"
-    if os.path.isdir(source) and _find_split_file(task, source, "train") is None \
-            and _find_split_file("classifier", source, "train") is not None:
-        return _sentences_as_text(source, split, level)
+    if os.path.isdir(source) and _find_split_file(task, source, "train") is None:
+        for corpus in ("classifier", "tagger"):
+            if _find_split_file(corpus, source, "train") is not None:
+                return _sentences_as_text(corpus, source, split, level)
     if os.path.isdir(source):
         carve = split != "test" and _find_split_file(task, source, "dev") is None
         path = _find_split_file(task, source, "train" if carve else split)
@@ -235,18 +236,19 @@ def _load_local_text(
     return data
 
 
-def _sentences_as_text(directory: str, split: str, level: str) -> LanguageModelData:
-    """A sentiment corpus's sentences, labels dropped, as language-model text.
+def _sentences_as_text(corpus: str, directory: str, split: str, level: str) -> LanguageModelData:
+    """A classifier's or tagger's sentences, labels and tags dropped, as language-model text.
 
-    Dai & Le (2015) pretrain on the classifier's own text: a directory with
-    `stsa.binary.train` (or the GLUE file) and no language-model file gives
-    its sentences, one per line with brackets unescaped as the classifier
-    reads them, and `stsa.binary.dev` for dev.
+    Dai & Le (2015) pretrain on the task's own text: a directory with a
+    sentiment corpus (`stsa.binary.train` or the GLUE file) or a treebank
+    (`*-ud-train.conllu`) and no language-model file gives its sentences, one
+    per line, read as the classifier or tagger reads them (brackets unescaped,
+    syntactic words), and the dev file's for dev.
     """
-    path = _find_split_file("classifier", directory, split)
+    path = _find_split_file(corpus, directory, split)
     if path is None:
-        raise _no_split_file("language_model", directory, split, _SPLIT_FILES["classifier"][split])
-    sentences = read_sst_file(path).sentences
+        raise _no_split_file("language_model", directory, split, _SPLIT_FILES[corpus][split])
+    sentences = read_sst_file(path).sentences if corpus == "classifier" else read_conllu_file(path).sentences
     if level == "char":
         tokens = list("".join(" ".join(words) + "\n" for words in sentences))
     else:
