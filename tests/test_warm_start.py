@@ -128,9 +128,13 @@ def test_user_errors_exit_2_with_a_message(language_models, tmp_path, capsys, ca
     if case == "sizes":
         options += ["--set", "hidden_dim=16"]
     if case == "classifier":
+        # A finished classifier run, as far as --init_from looks before it loads anything.
         source = tmp_path / "source"
-        assert train_cli.main(["--preset", "sst_bilstm", "--data", str(data), "--epochs", "1",
-                               "--output_dir", str(source), *SMALL]) == 0
+        source.mkdir()
+        for name in ("model.keras", "vocabulary.json"):
+            (source / name).write_bytes((runs["forward"] / name).read_bytes())
+        config = json.loads((runs["forward"] / "config.json").read_text())
+        (source / "config.json").write_text(json.dumps({**config, "task": "classifier"}))
         init = [source]
     capsys.readouterr()
     output = tmp_path / "out"
