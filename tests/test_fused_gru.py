@@ -52,9 +52,11 @@ def _forward_and_gradients(layer, x, mask, h0):
     return [outputs, h] + tape.gradient(loss, [x, h0] + variables)
 
 
+@pytest.mark.parametrize("unroll", ["64", "0"], ids=["unrolled", "while_loop"])
 @pytest.mark.parametrize("go_backwards", [False, True])
 @pytest.mark.parametrize("mask_name", sorted(MASKS))
-def test_the_fused_loop_matches_keras_outputs_state_and_every_gradient(mask_name, go_backwards):
+def test_the_fused_loop_matches_keras_outputs_state_and_every_gradient(mask_name, go_backwards, unroll, monkeypatch):
+    monkeypatch.setenv("RNN_ZOO_UNROLL_STEPS", unroll)  # the window (T steps) written out, or tf.scan
     reference, fused, x = _pair(go_backwards)
     h0 = np.random.default_rng(2).normal(size=(B, U)).astype("float32")
     expected = _forward_and_gradients(reference, x, MASKS[mask_name], h0)

@@ -12,7 +12,7 @@ import tensorflow as tf
 import keras
 
 import zoo
-from zoo.fused_lstm import LSTM, fused_lstm
+from zoo.fused_lstm import LSTM, fused_lstm, unroll_limit, window_scan
 
 B, T, D, U = 3, 6, 5, 4
 
@@ -53,9 +53,11 @@ MASKS = {
 }
 
 
+@pytest.mark.parametrize("unroll", ["64", "0"], ids=["unrolled", "while_loop"])
 @pytest.mark.parametrize("go_backwards", [False, True])
 @pytest.mark.parametrize("mask_name", sorted(MASKS))
-def test_the_fused_loop_matches_keras_outputs_states_and_every_gradient(mask_name, go_backwards):
+def test_the_fused_loop_matches_keras_outputs_states_and_every_gradient(mask_name, go_backwards, unroll, monkeypatch):
+    monkeypatch.setenv("RNN_ZOO_UNROLL_STEPS", unroll)  # the window (T steps) written out, or tf.scan
     reference, fused, x = _pair(go_backwards)
     rng = np.random.default_rng(2)
     h0, c0 = rng.normal(size=(2, B, U)).astype("float32")
@@ -112,3 +114,60 @@ def test_a_bidirectional_zoo_tagger_trains_the_same_with_and_without_the_fused_l
     monkeypatch.setenv("RNN_ZOO_FUSED_LSTM", "0")
     for a, e in zip(fused, one_step(), strict=True):
         _scale_close(a, e)
+
+
+def _step(carry, inputs):
+    total, product = carry
+    x, keep = inputs
+    return total + x * keep, product * tf.tanh(x) + total
+
+
+@pytest.mark.parametrize("reverse", [False, True])
+def test_window_scan_unrolled_is_tf_scan(reverse):
+    rng = np.random.default_rng(6)
+    x = tf.constant(rng.normal(size=(5, 2, 3)).astype("float32"))
+    keep = tf.constant(rng.integers(0, 2, size=(5, 2, 1)).astype("float32"))
+    start = (tf.ones((2, 3)), tf.fill((2, 3), 0.5))
+    expected = tf.scan(_step, (x, keep), initializer=start, reverse=reverse)
+    actual = window_scan(_step, (x, keep), start, reverse=reverse)
+    for a, e in zip(actual, expected, strict=True):
+        np.testing.assert_allclose(a.numpy(), e.numpy(), rtol=1e-6, atol=1e-6)
+
+
+def _loop_ops(time_steps):
+    """The graph ops of the fused layer's forward and backward pass on windows of `time_steps`."""
+    layer = LSTM(U, return_sequences=True)
+    layer.build((B, 4, D))
+
+    @tf.function(input_signature=[tf.TensorSpec((B, time_steps, D), tf.float32)])
+    def forward_backward(x):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            loss = tf.reduce_sum(layer(x, training=True))
+        return tape.gradient(loss, x)
+
+    graph = forward_backward.get_concrete_function().graph
+    ops = set()
+    for operation in graph.get_operations():
+        ops.add(operation.type)
+        for function in getattr(operation, "_func_graphs", []) or []:
+            ops.update(op.type for op in function.get_operations())
+    for function in graph._functions.values():
+        ops.update(node.op for node in function.definition.node_def)
+    return ops
+
+
+def test_short_windows_of_known_length_are_unrolled_and_the_rest_loop(monkeypatch):
+    """A language model's fixed window is written out step by step (no while loop);
+    a window of unknown length, one past the limit, or the switch at 0 takes tf.scan."""
+    monkeypatch.delenv("RNN_ZOO_UNROLL_STEPS", raising=False)
+    assert unroll_limit() == 64
+    assert not {"While", "StatelessWhile"} & _loop_ops(6)
+    assert {"While", "StatelessWhile"} & _loop_ops(None)
+    monkeypatch.setenv("RNN_ZOO_UNROLL_STEPS", "5")
+    assert {"While", "StatelessWhile"} & _loop_ops(6)
+    monkeypatch.setenv("RNN_ZOO_UNROLL_STEPS", "0")
+    assert {"While", "StatelessWhile"} & _loop_ops(6)
+    monkeypatch.setenv("RNN_ZOO_UNROLL_STEPS", "many")
+    with pytest.raises(ValueError, match="RNN_ZOO_UNROLL_STEPS must be a whole number"):
+        unroll_limit()

@@ -21,7 +21,7 @@ import os
 import keras
 import tensorflow as tf
 
-from zoo.fused_lstm import cast_all, fused_loop_applies, masked_update, time_major
+from zoo.fused_lstm import cast_all, fused_loop_applies, masked_update, time_major, window_scan
 
 ENVIRONMENT_SWITCH = "RNN_ZOO_FUSED_GRU"
 
@@ -76,7 +76,7 @@ def _gru_window_function(masked: bool):
 
         zeros = tf.zeros_like(h0)
         start = (h0, zeros, zeros, zeros, zeros, zeros)
-        hs, outs, z, r, n, u_h = tf.scan(step, (x_proj, m) if masked else x_proj, initializer=start)
+        hs, outs, z, r, n, u_h = window_scan(step, (x_proj, m) if masked else x_proj, start)
 
         def gradient(d_outputs, d_h):
             h_prev = tf.concat([h0[None], hs[:-1]], axis=0)
@@ -112,7 +112,7 @@ def _gru_window_function(masked: bool):
 
             last = (d_h, tf.zeros_like(d_h), tf.zeros_like(d_h))
             elements = (d_outputs, m, into_u, z) if masked else (d_outputs, into_u, z)
-            dhs, _, dh_news = tf.scan(back, elements, initializer=last, reverse=True)
+            dhs, _, dh_news = window_scan(back, elements, last, reverse=True)
             dh3 = tf.concat([dh_news, dh_news, dh_news], axis=2)
             d_x_flat = tf.reshape(dh3 * into_x, [-1, 3 * units])
             d_u_flat = tf.reshape(dh3 * into_u, [-1, 3 * units])

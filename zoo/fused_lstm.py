@@ -36,6 +36,8 @@ import keras
 import tensorflow as tf
 
 ENVIRONMENT_SWITCH = "RNN_ZOO_FUSED_LSTM"
+UNROLL_SWITCH = "RNN_ZOO_UNROLL_STEPS"
+DEFAULT_UNROLL_STEPS = 64
 
 
 def fused_lstm_enabled() -> bool:
@@ -64,6 +66,41 @@ def fused_lstm(inputs, h0, c0, mask, kernel, recurrent_kernel, bias, *, go_backw
     outputs, h, c = window(x, m, h0, c0, kernel, recurrent_kernel, bias)
     outputs = tf.transpose(outputs, [1, 0, 2])  # (batch, time, units)
     return outputs[:, -1], outputs, [h, c]
+
+
+def unroll_limit() -> int:
+    """The longest window the fused loops unroll (`RNN_ZOO_UNROLL_STEPS`; 0: never unroll)."""
+    value = os.environ.get(UNROLL_SWITCH, "").strip()
+    try:
+        return max(0, int(value)) if value else DEFAULT_UNROLL_STEPS
+    except ValueError:
+        raise ValueError(f"{UNROLL_SWITCH} must be a whole number of steps (0: never unroll), "
+                         f"not {value!r}") from None
+
+
+def window_scan(step, elements, initializer, *, reverse=False):
+    """`tf.scan(step, elements, initializer, reverse=reverse)`, unrolled when the window is short.
+
+    A window whose length is known when the graph is built (a language model's
+    truncated-BPTT windows are) and at most `unroll_limit()` steps is written
+    out step by step: TensorFlow's while loop costs some tens of microseconds a
+    step in frame bookkeeping, which is a large share of a step whose products
+    take a few hundred (batch 20, 200 units). Longer windows, and windows of a
+    length that varies from batch to batch (padded sentences), take `tf.scan`.
+    The result is the same either way: every carry, stacked over time in the
+    elements' order.
+    """
+    flat = tf.nest.flatten(elements)
+    steps = flat[0].shape[0]
+    if steps is None or steps > unroll_limit():
+        return tf.scan(step, elements, initializer=initializer, reverse=reverse)
+    per_step = [tf.unstack(element, num=steps) for element in flat]
+    carries = [None] * steps
+    carry = initializer
+    for t in (reversed(range(steps)) if reverse else range(steps)):
+        carry = step(carry, tf.nest.pack_sequence_as(elements, [element[t] for element in per_step]))
+        carries[t] = carry
+    return tf.nest.map_structure(lambda *values: tf.stack(values), *carries)
 
 
 def time_major(inputs, mask, go_backwards: bool):
@@ -129,7 +166,7 @@ def _lstm_window_function(masked: bool):
 
         zeros = tf.zeros_like(h0)
         start = (h0, c0, zeros, tf.zeros([batch, 4 * units], x.dtype), zeros, zeros)
-        hs, cs, outs, sigs, gs, tanh_cs = tf.scan(step, (z_x, m) if masked else z_x, initializer=start)
+        hs, cs, outs, sigs, gs, tanh_cs = window_scan(step, (z_x, m) if masked else z_x, start)
 
         def gradient(d_outputs, d_h, d_c):
             h_prev = tf.concat([h0[None], hs[:-1]], axis=0)  # the state each step started from
@@ -170,7 +207,7 @@ def _lstm_window_function(masked: bool):
             elements = (d_outputs, local, through_c, f)
             if masked:
                 elements = (d_outputs, m, local, through_c, f)
-            dhs, dcs, _, dzs = tf.scan(back, elements, initializer=last, reverse=True)
+            dhs, dcs, _, dzs = window_scan(back, elements, last, reverse=True)
             dz_flat = tf.reshape(dzs, [-1, 4 * units])
             d_kernel = tf.matmul(x_flat, dz_flat, transpose_a=True)
             d_recurrent = tf.matmul(tf.reshape(h_prev, [-1, units]), dz_flat, transpose_a=True)
