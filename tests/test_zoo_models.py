@@ -335,3 +335,31 @@ def test_character_encoder_packing_real_words_changes_nothing(cell):
     empty = np.zeros((2, 3, 4), dtype="int32")  # no word at all: one padding row runs, all zeros come out
     assert np.all(np.asarray(packed(empty)) == 0) and np.asarray(packed(empty)).shape == (2, 3, 10)
     assert CharacterEncoder.from_config(every_slot.get_config()).pack_words is False
+
+
+def test_the_embedding_gathers_rows_from_the_variable_and_matches_keras(monkeypatch):
+    """The zoo's embedding reads only the looked-up rows (ResourceGather, no whole-table
+    read) and gives Keras' values and row gradients; RNN_ZOO_EMBEDDING_GATHER=0 reads as Keras."""
+    import tensorflow as tf
+    from zoo.backbone import Embedding
+
+    layer = Embedding(6, 3)
+    ids = tf.constant([[1, 4, 4], [0, 2, 5]])
+    layer.build(ids.shape)
+
+    def forward_and_gradient():
+        with tf.GradientTape() as tape:
+            outputs = layer(ids)
+            loss = tf.reduce_sum(outputs * tf.reshape(tf.range(18, dtype=tf.float32), (2, 3, 3)))
+        return outputs, tf.convert_to_tensor(tape.gradient(loss, layer.embeddings.value))
+
+    graph = tf.function(lambda: layer(ids)).get_concrete_function().graph
+    assert "ResourceGather" in {op.type for op in graph.get_operations()}
+    outputs, gradient = forward_and_gradient()
+    monkeypatch.setenv("RNN_ZOO_EMBEDDING_GATHER", "0")
+    graph = tf.function(lambda: layer(ids)).get_concrete_function().graph
+    assert "ResourceGather" not in {op.type for op in graph.get_operations()}
+    keras_outputs, keras_gradient = forward_and_gradient()
+    np.testing.assert_array_equal(outputs.numpy(), keras_outputs.numpy())
+    np.testing.assert_array_equal(gradient.numpy(), keras_gradient.numpy())
+    np.testing.assert_array_equal(gradient.numpy()[3], 0.0)  # row 3 is never looked up

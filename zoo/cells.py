@@ -1,9 +1,9 @@
 """Recurrent cells: the Keras layers by name, and the zoo's gate-selectable LSTM.
 
 The zoo builds every model from one backbone whose cell type is a string. Three
-names map to the Keras layers (`simple_rnn`, `lstm`, `gru`: cuDNN's kernels on a
-GPU; on a CPU the zoo's LSTM and GRU run their own fused loops, `zoo/fused_lstm.py`
-and `zoo/fused_gru.py`); `gated_lstm` is the zoo's own cell, an LSTM
+names map to the Keras layers (`simple_rnn`, `lstm`, `gru`: cuDNN's kernels for
+LSTM and GRU on a GPU; on a CPU the zoo's three run their own fused loops,
+`zoo/fused_simple_rnn.py`, `zoo/fused_lstm.py` and `zoo/fused_gru.py`); `gated_lstm` is the zoo's own cell, an LSTM
 whose input, forget and output gates can each be switched off, with or without
 peephole connections, for reproducing gate-ablation studies.
 """
@@ -17,6 +17,7 @@ from keras import ops
 
 from zoo.fused_gru import GRU
 from zoo.fused_lstm import LSTM
+from zoo.fused_simple_rnn import SimpleRNN
 from zoo.names import CELL_TYPES, GATES
 
 # Keras packs the LSTM blocks of its kernels in the order i, f, c, o; the gated
@@ -273,7 +274,7 @@ def make_recurrent_layer(
             f"gates and peepholes are options of the gated_lstm cell, not {cell!r}."
         )
     layer_class = {
-        "simple_rnn": keras.layers.SimpleRNN,
+        "simple_rnn": SimpleRNN,  # keras.layers.SimpleRNN with a fused CPU loop (zoo/fused_simple_rnn.py)
         "lstm": LSTM,  # keras.layers.LSTM with a fused CPU loop (zoo/fused_lstm.py)
         "gru": GRU,  # keras.layers.GRU with a fused CPU loop (zoo/fused_gru.py)
     }[cell]
