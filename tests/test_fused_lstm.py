@@ -14,13 +14,7 @@ import keras
 import zoo
 from zoo.fused_lstm import LSTM, fused_lstm, unroll_limit, window_scan
 
-B, T, D, U = 3, 6, 5, 4
-
-
-def _scale_close(actual, expected, name="", rtol=1e-5):
-    actual, expected = np.asarray(actual), np.asarray(expected)
-    scale = max(1.0, float(np.abs(expected).max()))
-    np.testing.assert_allclose(actual, expected, rtol=0, atol=rtol * scale, err_msg=name)
+from fused_helpers import B, D, MASKS, T, U, scale_close
 
 
 def _pair(go_backwards=False):
@@ -46,13 +40,6 @@ def _forward_and_gradients(layer, x, mask, h0, c0):
     return [outputs, h, c] + gradients
 
 
-MASKS = {
-    "none": None,
-    "right padding": np.array([[1] * 6, [1] * 4 + [0] * 2, [1] + [0] * 5], bool),
-    "left padding and an empty row": np.array([[0, 0, 1, 1, 1, 1], [1] * 6, [0] * 6], bool),
-}
-
-
 @pytest.mark.parametrize("unroll", ["64", "0"], ids=["unrolled", "while_loop"])
 @pytest.mark.parametrize("go_backwards", [False, True])
 @pytest.mark.parametrize("mask_name", sorted(MASKS))
@@ -67,7 +54,7 @@ def test_the_fused_loop_matches_keras_outputs_states_and_every_gradient(mask_nam
     names = ["outputs", "h", "c", "d_x", "d_h0", "d_c0", "d_kernel", "d_recurrent_kernel", "d_bias"]
     for name, a, e in zip(names, actual, expected, strict=True):
         assert a is not None, name
-        _scale_close(a, e, name)
+        scale_close(a, e, name)
 
 
 def test_the_fused_loop_is_what_the_layer_runs_on_a_cpu(monkeypatch):
@@ -84,7 +71,7 @@ def test_the_switch_gives_the_same_model(monkeypatch):
     _, fused, x = _pair()
     on = fused(x)[0].numpy()
     monkeypatch.setenv("RNN_ZOO_FUSED_LSTM", "0")
-    _scale_close(fused(x)[0].numpy(), on)
+    scale_close(fused(x)[0].numpy(), on)
 
 
 def test_fused_lstm_returns_outputs_in_reading_order():
@@ -93,8 +80,8 @@ def test_fused_lstm_returns_outputs_in_reading_order():
     zeros = tf.zeros((1, 1))
     last, outputs, (h, _) = fused_lstm(x, zeros, zeros, None, kernel, recurrent, bias, go_backwards=True)
     forward_of_reversed = fused_lstm(tf.reverse(x, [1]), zeros, zeros, None, kernel, recurrent, bias)
-    _scale_close(outputs, forward_of_reversed[1])
-    _scale_close(last, h)
+    scale_close(outputs, forward_of_reversed[1])
+    scale_close(last, h)
 
 
 def test_a_bidirectional_zoo_tagger_trains_the_same_with_and_without_the_fused_loop(monkeypatch):
@@ -113,7 +100,7 @@ def test_a_bidirectional_zoo_tagger_trains_the_same_with_and_without_the_fused_l
     fused = one_step()
     monkeypatch.setenv("RNN_ZOO_FUSED_LSTM", "0")
     for a, e in zip(fused, one_step(), strict=True):
-        _scale_close(a, e)
+        scale_close(a, e)
 
 
 def _step(carry, inputs):

@@ -13,18 +13,7 @@ import keras
 import zoo
 from zoo.fused_simple_rnn import SimpleRNN
 
-B, T, D, U = 3, 6, 5, 4
-MASKS = {
-    "none": None,
-    "right padding": np.array([[1] * 6, [1] * 4 + [0] * 2, [1] + [0] * 5], bool),
-    "left padding and an empty row": np.array([[0, 0, 1, 1, 1, 1], [1] * 6, [0] * 6], bool),
-}
-
-
-def _scale_close(actual, expected, name="", rtol=1e-5):
-    actual, expected = np.asarray(actual), np.asarray(expected)
-    scale = max(1.0, float(np.abs(expected).max()))
-    np.testing.assert_allclose(actual, expected, rtol=0, atol=rtol * scale, err_msg=name)
+from fused_helpers import B, D, MASKS, T, U, scale_close
 
 
 def _pair(go_backwards=False):
@@ -66,7 +55,7 @@ def test_the_fused_loop_matches_keras_outputs_state_and_every_gradient(mask_name
     names = ["outputs", "h", "d_x", "d_h0", "d_kernel", "d_recurrent_kernel", "d_bias"]
     for name, a, e in zip(names, actual, expected, strict=True):
         assert a is not None, name
-        _scale_close(a, e, name)
+        scale_close(a, e, name)
 
 
 def test_the_fused_loop_applies_on_a_cpu_and_the_switch_turns_it_off(monkeypatch):
@@ -96,4 +85,4 @@ def test_a_zoo_language_model_trains_the_same_with_and_without_the_fused_loop(mo
     fused = one_step()
     monkeypatch.setenv("RNN_ZOO_FUSED_SIMPLE_RNN", "0")
     for a, e in zip(fused, one_step(), strict=True):
-        _scale_close(a, e)
+        scale_close(a, e)
