@@ -57,11 +57,14 @@ ANCHORS = {
                       ("Zaremba medium", "Zaremba et al. 2014, medium 2x650 (valid)", 86.2)],
         "target": 95.0,
         "notes": ("Dev is PTB's valid split, scored as one stream per batch row, state carried. Trained with "
-                  "bfloat16 products (the preset's `precision: auto` on this CPU), evaluated and served in "
-                  "float32; 10 of the preset's 16 epochs (the same command with `--epochs 16` continues it)."),
+                  "bfloat16 products (the preset's `precision: auto`; AMX on the 2-core Xeon it ran on), "
+                  "evaluated and served in float32; 12 of the preset's 16 epochs, stopped by hand to leave "
+                  "the session time and finished with `--epochs 12` (the same command with `--epochs 16` "
+                  "continues it). Version 2, 10 epochs of the same schedule on the AMD EPYC: 88.0."),
         # Version 1's training.json holds its last resumed session's time only (before epoch_seconds.json);
         # version 2's its finishing call (its ten epochs ran in a process before epoch_seconds.json):
         # 6,720 s by the training log, on two cores shared with other runs (the last, alone: 431 s).
+        # Version 3's is the sum of its epochs (epoch_seconds.json), tests running beside the first eight.
         "versions": {1: {"train_minutes": 35}, 2: {"train_minutes": 112}},
     },
     "shakespeare_char_lstm": {
