@@ -1,6 +1,6 @@
 # Two entry points on a fresh machine (see README):
 #   make demo   set up, then serve the bundled models over gRPC and call each one
-#   make test   set up, then run the test suite (CPU only, about 10 minutes on 2 cores after the install)
+#   make test   set up, then run the test suite (CPU only, about 13-16 minutes on 2 cores after the install)
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin

@@ -1,6 +1,6 @@
 """Adds the signatures newer exports have to a language-model SavedModel already exported.
 
-    python -m serving.export.upgrade saved_models/ptb_word_lstm/2
+    python -m serving.export.upgrade saved_models/<model>/<version>
 
 Today that is `sample` (serving.export.sampling), built on the version's own
 `step`, so the weights and every other signature stay exactly as they were
@@ -112,7 +112,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Add the signatures newer exports have (today: sample) to language-model "
                     "SavedModels exported before them, in place, weights untouched.")
     parser.add_argument("version_dirs", nargs="+", metavar="VERSION_DIR",
-                        help="e.g. saved_models/ptb_word_lstm/2")
+                        help="e.g. saved_models/<model>/<version>: a language model exported "
+                             "before the sample signature")
     return parser
 
 
