@@ -20,10 +20,10 @@ matters. The gradient goes back in the logits' dtype.
 
 from __future__ import annotations
 
-import os
-
 import keras
 import tensorflow as tf
+
+from zoo.switches import switched_on
 
 
 ENVIRONMENT_SWITCH = "RNN_ZOO_OWN_LOSS"
@@ -31,7 +31,7 @@ ENVIRONMENT_SWITCH = "RNN_ZOO_OWN_LOSS"
 
 def own_loss_enabled() -> bool:
     """Whether language models train with this loss (`RNN_ZOO_OWN_LOSS` unset, or not 0/false/no/off)."""
-    return os.environ.get(ENVIRONMENT_SWITCH, "1").strip().lower() not in ("0", "false", "no", "off")
+    return switched_on(ENVIRONMENT_SWITCH)
 
 
 def language_model_loss() -> keras.losses.Loss:

@@ -15,7 +15,6 @@ and returns, and what a generation client carries, reorders or copies.
 
 from __future__ import annotations
 
-import os
 from typing import Sequence
 
 import keras
@@ -23,6 +22,7 @@ import tensorflow as tf
 from keras import ops
 
 from zoo.cells import make_bidirectional, check_cell_type, make_recurrent_layer, normalize_gates, state_sizes
+from zoo.switches import switched_on
 
 PAD_ID = 0
 
@@ -47,11 +47,6 @@ class Embedding(keras.layers.Embedding):
             inputs = ops.cast(inputs, "int32")
         outputs = tf.nn.embedding_lookup(self.embeddings.value, inputs)
         return ops.cast(outputs, dtype=self.compute_dtype)
-
-
-def switched_on(variable: str) -> bool:
-    """Whether a speed lever is on: its environment variable unset, or not 0/false/no/off."""
-    return os.environ.get(variable, "1").strip().lower() not in ("0", "false", "no", "off")
 
 
 @keras.saving.register_keras_serializable(package="zoo")

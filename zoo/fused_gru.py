@@ -16,19 +16,18 @@ Keras. `GRU` is `keras.layers.GRU` taking this path where it applies, and
 
 from __future__ import annotations
 
-import os
-
 import keras
 import tensorflow as tf
 
 from zoo.fused_lstm import cast_all, fused_loop_applies, masked_update, time_major, window_scan
+from zoo.switches import switched_on
 
 ENVIRONMENT_SWITCH = "RNN_ZOO_FUSED_GRU"
 
 
 def fused_gru_enabled() -> bool:
     """Whether the fused path is on (`RNN_ZOO_FUSED_GRU` unset, or not 0/false/no/off)."""
-    return os.environ.get(ENVIRONMENT_SWITCH, "1").strip().lower() not in ("0", "false", "no", "off")
+    return switched_on(ENVIRONMENT_SWITCH)
 
 
 def fused_gru(inputs, h0, mask, kernel, recurrent_kernel, bias, *, go_backwards=False):

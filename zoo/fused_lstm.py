@@ -35,6 +35,8 @@ import os
 import keras
 import tensorflow as tf
 
+from zoo.switches import switched_on
+
 ENVIRONMENT_SWITCH = "RNN_ZOO_FUSED_LSTM"
 UNROLL_SWITCH = "RNN_ZOO_UNROLL_STEPS"
 DEFAULT_UNROLL_STEPS = 64
@@ -42,7 +44,7 @@ DEFAULT_UNROLL_STEPS = 64
 
 def fused_lstm_enabled() -> bool:
     """Whether the fused path is on (`RNN_ZOO_FUSED_LSTM` unset, or not 0/false/no/off)."""
-    return os.environ.get(ENVIRONMENT_SWITCH, "1").strip().lower() not in ("0", "false", "no", "off")
+    return switched_on(ENVIRONMENT_SWITCH)
 
 
 def fused_lstm(inputs, h0, c0, mask, kernel, recurrent_kernel, bias, *, go_backwards=False):
@@ -126,10 +128,12 @@ def fused_loop_applies(layer, training) -> bool:
     (cuDNN's kernel is faster there), the default activations, a bias, no unrolling,
     and no dropout inside the layer while training."""
     cell = layer.cell
+    # A SimpleRNN cell has no recurrent activation: nothing to check there.
+    recurrent_activation = getattr(cell, "recurrent_activation", keras.activations.sigmoid)
     return (not tf.config.list_logical_devices("GPU")
             and cell.use_bias and not layer.unroll and not layer.zero_output_for_mask
             and cell.activation is keras.activations.tanh
-            and cell.recurrent_activation is keras.activations.sigmoid
+            and recurrent_activation is keras.activations.sigmoid
             and not (training and (cell.dropout or cell.recurrent_dropout)))
 
 

@@ -19,19 +19,18 @@ training, not unrolled), and `RNN_ZOO_FUSED_SIMPLE_RNN=0` turns it off.
 
 from __future__ import annotations
 
-import os
-
 import keras
 import tensorflow as tf
 
-from zoo.fused_lstm import cast_all, masked_update, time_major, window_scan
+from zoo.fused_lstm import cast_all, fused_loop_applies, masked_update, time_major, window_scan
+from zoo.switches import switched_on
 
 ENVIRONMENT_SWITCH = "RNN_ZOO_FUSED_SIMPLE_RNN"
 
 
 def fused_simple_rnn_enabled() -> bool:
     """Whether the fused path is on (`RNN_ZOO_FUSED_SIMPLE_RNN` unset, or not 0/false/no/off)."""
-    return os.environ.get(ENVIRONMENT_SWITCH, "1").strip().lower() not in ("0", "false", "no", "off")
+    return switched_on(ENVIRONMENT_SWITCH)
 
 
 def fused_simple_rnn(inputs, h0, mask, kernel, recurrent_kernel, bias, *, go_backwards=False):
@@ -126,9 +125,4 @@ class SimpleRNN(keras.layers.SimpleRNN):
         return super().inner_loop(sequences, initial_state, mask, training=training)
 
     def _fused_applies(self, training) -> bool:
-        cell = self.cell
-        return (fused_simple_rnn_enabled()
-                and not tf.config.list_logical_devices("GPU")
-                and cell.use_bias and not self.unroll and not self.zero_output_for_mask
-                and cell.activation is keras.activations.tanh
-                and not (training and (cell.dropout or cell.recurrent_dropout)))
+        return fused_simple_rnn_enabled() and fused_loop_applies(self, training)
