@@ -28,6 +28,21 @@ def test_a_command_that_imports_tensorflow_prints_none_of_its_start_up_lines():
         completed.stderr
 
 
+def test_onednns_boolean_notice_is_not_printed_when_a_model_runs():
+    # oneDNN's layout pass logs "supports DT_BOOL only on platforms with AVX-512" at ERROR level
+    # the first time a graph transposes a boolean, as every masked recurrent layer does.
+    script = ("import sys; from training.quiet import quiet_tensorflow_logs; quiet_tensorflow_logs(); "
+              "import tensorflow as tf; "
+              "masked = tf.function(lambda x: tf.transpose(x > 0, [1, 0])); "
+              "print(masked(tf.constant([[1.0, -1.0]])).numpy().ravel().tolist())")
+    completed = subprocess.run([sys.executable, "-c", script], cwd=REPOSITORY_ROOT,
+                               env=_environment(TF_ENABLE_ONEDNN_OPTS="1"), capture_output=True, text=True,
+                               timeout=120)
+    assert completed.returncode == 0, completed.stderr
+    assert completed.stdout.split() == ["[True,", "False]"]
+    assert "DT_BOOL" not in completed.stderr, completed.stderr
+
+
 def test_a_level_the_user_set_is_kept_and_nothing_is_redirected():
     script = ("import os, sys; from training.quiet import quiet_tensorflow_logs; quiet_tensorflow_logs(); "
               "print(os.environ['TF_CPP_MIN_LOG_LEVEL'], 'tensorflow' in sys.modules)")

@@ -56,12 +56,28 @@ def quiet_tensorflow_logs() -> None:
             import tensorflow as tf
 
             tf.config.list_physical_devices()  # the cuInit line is logged here
+            _meet_onednn_bool_notice(tf)
         except BaseException:
             _restore(saved)
             captured.seek(0)
             sys.stderr.write(captured.read().decode(errors="replace"))
             raise
         _restore(saved)
+
+
+def _meet_onednn_bool_notice(tf) -> None:
+    """Runs, once, the first graph op that makes oneDNN's layout pass log its DT_BOOL notice.
+
+    With oneDNN on, the first graph that transposes a boolean tensor (Keras'
+    and the fused loops' time-major masks, the exported `step` signatures)
+    logs ``E0000 ... util.cc:131] oneDNN supports DT_BOOL only on platforms
+    with AVX-512. Falling back to the default Eigen-based implementation``,
+    once per process, at ERROR level and so past TF_CPP_MIN_LOG_LEVEL=2, on
+    every CPU, AVX-512 ones included: nothing is wrong, Eigen's transpose runs.
+    Transposing a 2x2 boolean here (a 1x1 one is optimised away), while file descriptor 2 is captured, uses
+    that one line up (tests/test_quiet.py checks it stays unprinted).
+    """
+    tf.function(lambda values: tf.transpose(values > 0, [1, 0]))(tf.zeros([2, 2]))
 
 
 def _restore(saved_descriptor: int) -> None:
