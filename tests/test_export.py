@@ -631,3 +631,20 @@ def test_tf1_session_loader_runs_the_char_tagger(exported, tmp_path):
         np.testing.assert_allclose(results[signature]["probabilities"],
                                    exported["outputs"][f"char_tagger/{signature}/probabilities"],
                                    atol=ATOL)
+
+
+def test_a_language_models_card_says_where_its_dev_region_starts():
+    from serving.export.side_files import _model_card
+
+    zoo_info = {"task": "language_model", "tokenizer": "char", "vocabulary_size": 67, "state_size": 8,
+                "signatures": ["step"]}
+    data = {"source": "../shared/data/tinyshakespeare", "level": "char", "valid_fraction": 0.1,
+            "valid_start": "^SLY:$"}
+    card = _model_card(model_name="chars", version=3, config={"task": "language_model", "cell": "lstm"},
+                       zoo_info=zoo_info, training_info={"data": data}, metrics={"dev": {"cross_entropy": 1.5}})
+    assert ("- Dev: the text from the first line matching `^SLY:$` after the last 10% mark of the source; "
+            "train is the text before it") in card
+    without = _model_card(model_name="chars", version=3, config={"task": "language_model", "cell": "lstm"},
+                          zoo_info=zoo_info, training_info={"data": {**data, "valid_start": None}},
+                          metrics={})
+    assert "- Dev:" not in without

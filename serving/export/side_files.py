@@ -108,6 +108,9 @@ def _model_card(*, model_name, version, config, zoo_info, training_info, metrics
     lines += [f"- Source: `{data.get('source', 'not recorded')}`"]
     if data.get("dev_source"):
         lines += [f"- Dev source: `{data['dev_source']}`"]
+    elif data.get("valid_start"):
+        lines += [f"- Dev: the text from the first line matching `{data['valid_start']}` after the last "
+                  f"{data.get('valid_fraction', 0.1):.0%} mark of the source; train is the text before it"]
     size_info = (metrics or {}).get("data") or {}
     for key in ("train_size", "dev_size"):
         if key in size_info:
