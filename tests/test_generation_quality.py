@@ -260,3 +260,23 @@ def test_undefined_metrics_are_null_in_the_json_and_n_a_in_the_table(tmp_path):
     assert plot_path.read_bytes().startswith(b"\x89PNG")
     assert json.loads(json_path.read_text(encoding="utf-8"))["rows"]["greedy"]["self_bleu"] is None
     assert "| greedy | 2.00 | 50 | 0.250 | n/a | n/a | n/a | 1.00 |" in markdown_path.read_text(encoding="utf-8")
+
+
+def test_the_dev_region_is_the_one_the_saved_model_recorded(tmp_path):
+    # A character model trained with dev starting at a given line must not be prompted with its own
+    # training text: the comparison reads `valid_start` from the SavedModel's training.json.
+    version = tmp_path / "chars" / "3"
+    version.mkdir(parents=True)
+    (version / "training.json").write_text(json.dumps({"data": {"valid_fraction": 0.1, "valid_start": "^SLY:$"}}))
+    assert quality.recorded_valid_start(version) == "^SLY:$"
+    assert quality.recorded_valid_start(tmp_path / "chars") is None, "no record: no region"
+    assert quality.recorded_valid_start(None) is None
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    lines = [f"line {number}" for number in range(100)]
+    lines[95] = "SLY:"
+    (corpus / "train.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    cut, _ = quality.load_dev_tokens(corpus, "char", 0.1)
+    from_sly, _ = quality.load_dev_tokens(corpus, "char", 0.1, quality.recorded_valid_start(version))
+    assert "".join(from_sly).startswith("SLY:\nline 96\n")
+    assert "".join(cut).endswith("".join(from_sly)) and len(cut) > len(from_sly)

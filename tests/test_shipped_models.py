@@ -137,7 +137,12 @@ def test_language_model_dev_cross_entropy_is_the_recorded_one(name, corpus, leve
     from training.datasets.loading import load_split
 
     model = loaded(name)
-    data = load_split("language_model", SHARED_DATA / corpus, "dev", level=level)
+    # The dev region the model was trained and scored with (a character model's
+    # text has no dev file: its training config says where dev starts).
+    recorded_data = json.loads((latest_version(name) / "training.json").read_text())["data"]
+    data = load_split("language_model", SHARED_DATA / corpus, "dev", level=level,
+                      valid_fraction=recorded_data.get("valid_fraction", 0.1),
+                      valid_start=recorded_data.get("valid_start"))
     # The model's own tokenizer, on the dev text: a line at a time for words (each line then
     # ends with <eos>, as training reads it), the whole text at once for characters.
     if level == "word":

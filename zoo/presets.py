@@ -95,6 +95,20 @@ PRESETS: dict[str, dict] = {
         "data": {"local": "tinyshakespeare", "tfds": "tiny_shakespeare", "level": "char",
                  "valid_start": "^SLY:$"},
     },
+    "shakespeare_char_large": {
+        "task": "language_model",
+        "description": ("Character LSTM, 2x512, dropout 0.35, Adam with the rate decayed per epoch "
+                        "from epoch 8: char-rnn's larger shape, regularised for 1M characters."),
+        "reference": "Karpathy 2015, The Unreasonable Effectiveness of Recurrent Neural Networks",
+        "model": {"cell": "lstm", "embedding_dim": 64, "hidden_dim": 512, "num_layers": 2,
+                  "dropout": 0.35},
+        "training": {"batch_size": 64, "num_steps": 100, "epochs": 20, "optimizer": "adam",
+                     "learning_rate": 2e-3, "lr_decay": 0.85, "decay_start_epoch": 8,
+                     "clip_norm": 5.0, "precision": "auto"},
+        # Dev: from the first line of The Taming of the Shrew, as shakespeare_char.
+        "data": {"local": "tinyshakespeare", "tfds": "tiny_shakespeare", "level": "char",
+                 "valid_start": "^SLY:$"},
+    },
     "shakespeare_char_small": {
         "task": "language_model",
         "description": "A 1x256 character GRU that trains in minutes on a CPU.",

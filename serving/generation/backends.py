@@ -1,7 +1,7 @@
 """The language models the generation loop can drive: over gRPC, in this process, or in memory.
 
     backend = GrpcBackend("localhost:8500", "shakespeare_char_lstm")
-    backend = SavedModelBackend("saved_models/shakespeare_char_lstm/2")
+    backend = SavedModelBackend("saved_models/shakespeare_char_lstm/3")
     backend = KerasBackend(model, vocabulary, level="char")
 
 Each speaks the contract's language-model signatures (`tokenize`,
@@ -109,7 +109,7 @@ class SavedModelBackend:
     """A zoo language-model SavedModel loaded in this process, with TensorFlow alone.
 
     Args:
-        path: a version directory, e.g. ``saved_models/shakespeare_char_lstm/2``.
+        path: a version directory, e.g. ``saved_models/shakespeare_char_lstm/3``.
         use_sample_signature: let the model draw tokens with its `sample`
             signature when it has one (the same tokens as drawing here).
 

@@ -1,7 +1,7 @@
 """`rnn-zoo-generate`: stream generated text from a zoo language model, or score texts.
 
     rnn-zoo-generate --model shakespeare_char_lstm "ROMEO:" --max_new_tokens 200 --top_p 0.95 --seed 1
-    rnn-zoo-generate --saved_model saved_models/shakespeare_char_lstm/2 "JULIET:"    # no server
+    rnn-zoo-generate --saved_model saved_models/shakespeare_char_lstm/3 "JULIET:"    # no server
 
 The arguments are parsed before TensorFlow is imported (a backend imports it
 when it is made), so `--help` and argument errors answer at once.

@@ -1,6 +1,6 @@
 """`rnn-zoo-generation-quality`: compare decoding methods on a corpus's dev split and write the report.
 
-    rnn-zoo-generation-quality --saved_model saved_models/shakespeare_char_lstm/2 \\
+    rnn-zoo-generation-quality --saved_model saved_models/shakespeare_char_lstm/3 \\
         --data ../shared/data/tinyshakespeare --num_prompts 50 --max_new_tokens 200 \\
         --output benchmarks/results/generation_quality_shakespeare
 """
@@ -18,7 +18,8 @@ from typing import Sequence
 from serving.generation import BackendError, GenerationError
 from serving.generation.backends import add_backend_arguments, backend_from_arguments
 from serving.generation.quality.comparison import (build_reference, compare_decoding, decoding_methods,
-                                                   load_dev_tokens, model_level)
+                                                   load_dev_tokens, model_level,
+                                                   recorded_valid_start)
 from serving.generation.quality.metrics import (DEFAULT_MIN_PHRASE_LENGTH, DEFAULT_MIN_REPEATS,
                                                 DEFAULT_SELF_BLEU_MAX_TEXTS, DEFAULT_ZIPF_MAX_RANKS, MetricSettings)
 from serving.generation.quality.report import markdown_table, write_report
@@ -33,7 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Compare decoding methods (greedy, beam, pure sampling, top-k, nucleus) by the statistics "
                     "of Holtzman et al. (2020): perplexity, repetition, distinct-n, Self-BLEU and Zipf "
                     "coefficient, next to the same statistics of human text from the corpus's dev split.",
-        epilog=f"example: {PROG} --saved_model saved_models/shakespeare_char_lstm/2 "
+        epilog=f"example: {PROG} --saved_model saved_models/shakespeare_char_lstm/3 "
                "--data ../shared/data/tinyshakespeare --num_prompts 50 --max_new_tokens 200 "
                "--output benchmarks/results/generation_quality_shakespeare")
     add_backend_arguments(parser)
@@ -43,6 +44,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--valid_fraction", type=float, default=0.1,
                         help="share of train.txt cut off as dev when there is no dev file (default: 0.1, "
                              "as the shipped models were trained)")
+    parser.add_argument("--valid_start", metavar="REGEX",
+                        help="dev starts at the first line matching REGEX after that cut, as in training "
+                             "(default: what the --saved_model's training.json recorded, else the cut itself)")
     parser.add_argument("--num_prompts", type=int, default=50, help="prompts per method (default: 50)")
     parser.add_argument("--prompt_tokens", type=int,
                         help="tokens per prompt (default: 100 for character models, 20 for word models)")
@@ -112,7 +116,8 @@ def run(args: argparse.Namespace, methods: list[str]) -> dict:
     backend = backend_from_arguments(args)
     level = model_level(backend)
     prompt_tokens = args.prompt_tokens or (100 if level == "char" else 20)
-    tokens, source = load_dev_tokens(args.data, level, args.valid_fraction)
+    valid_start = args.valid_start if args.valid_start is not None else recorded_valid_start(args.saved_model)
+    tokens, source = load_dev_tokens(args.data, level, args.valid_fraction, valid_start)
     reference = build_reference(backend, tokens, level, args.num_prompts, prompt_tokens, args.max_new_tokens,
                                 source)
     chosen = {name: options for name, options in

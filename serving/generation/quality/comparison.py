@@ -11,9 +11,11 @@ every continuation, human or generated, has exactly ``max_new_tokens`` tokens.
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import sys
 import time
+from pathlib import Path
 from typing import Sequence
 
 from serving.generation import continuation_logprobs, generate
@@ -36,20 +38,37 @@ def words_of(backend, token_ids: Sequence[int], level: str) -> list[str]:
     return strings if level == "word" else "".join(strings).split()
 
 
-def load_dev_tokens(data: str | os.PathLike, level: str, valid_fraction: float = 0.1) -> tuple[list[str], str]:
+def load_dev_tokens(data: str | os.PathLike, level: str, valid_fraction: float = 0.1,
+                    valid_start: str | None = None) -> tuple[list[str], str]:
     """The dev split of a language-model corpus, as (tokens, source), with the training loader.
 
     ``training.datasets.load_split`` finds ``ptb.valid.txt``/``valid.txt`` in
     a directory, or cuts the last ``valid_fraction`` of ``train.txt`` when
-    there is none (tiny-shakespeare), as training did.
+    there is none (tiny-shakespeare), as training did; with ``valid_start``
+    dev begins at the first line after that mark matching the expression.
 
     Raises:
         training.errors.DataError (a ValueError): no such path, no dev split, an empty one.
     """
     from training.datasets import load_split
 
-    loaded = load_split("language_model", os.fspath(data), "dev", level=level, valid_fraction=valid_fraction)
+    loaded = load_split("language_model", os.fspath(data), "dev", level=level, valid_fraction=valid_fraction,
+                        valid_start=valid_start)
     return list(loaded.tokens), loaded.source
+
+
+def recorded_valid_start(saved_model: str | os.PathLike | None) -> str | None:
+    """Where the model's dev region started in training (``valid_start`` in its training.json), or None.
+
+    A character model trained with a dev region that starts at a given line
+    must be compared on that region: the text before it was its training text.
+    """
+    if not saved_model:
+        return None
+    record = Path(saved_model) / "training.json"
+    if not record.is_file():
+        return None
+    return (json.loads(record.read_text()).get("data") or {}).get("valid_start")
 
 
 def chunk_starts(tokens: Sequence[str], count: int, length: int, line_end: str) -> list[int]:
