@@ -12,6 +12,11 @@ from __future__ import annotations
 import copy
 
 _ZAREMBA = "Zaremba, Sutskever & Vinyals 2014, Recurrent Neural Network Regularization"
+# Tiny-shakespeare's dev region: from the first line of The Taming of the Shrew
+# (3.8% of train.txt) rather than the last 10%, which starts inside Measure for
+# Measure, a play whose first acts the training part holds.
+_SHAKESPEARE_DATA = {"local": "tinyshakespeare", "tfds": "tiny_shakespeare", "level": "char",
+                     "valid_start": "^SLY:$"}
 _GATE_STUDY = (
     "LSTM gate ablation on SST-2 (25-dim vectors, 50 hidden, final state, AdaGrad, "
     "10 epochs, batch 10, early stopping on dev), see shared/data/README.md"
@@ -90,10 +95,7 @@ PRESETS: dict[str, dict] = {
                   "dropout": 0.2},
         "training": {"batch_size": 64, "num_steps": 100, "epochs": 10, "optimizer": "adam",
                      "learning_rate": 2e-3, "clip_norm": 5.0},
-        # Dev: from the first line of The Taming of the Shrew (3.8% of train.txt)
-        # rather than the last 10%, which starts inside Measure for Measure.
-        "data": {"local": "tinyshakespeare", "tfds": "tiny_shakespeare", "level": "char",
-                 "valid_start": "^SLY:$"},
+        "data": _SHAKESPEARE_DATA,
     },
     "shakespeare_char_large": {
         "task": "language_model",
@@ -105,9 +107,7 @@ PRESETS: dict[str, dict] = {
         "training": {"batch_size": 64, "num_steps": 100, "epochs": 20, "optimizer": "adam",
                      "learning_rate": 2e-3, "lr_decay": 0.85, "decay_start_epoch": 8,
                      "clip_norm": 5.0, "precision": "auto"},
-        # Dev: from the first line of The Taming of the Shrew, as shakespeare_char.
-        "data": {"local": "tinyshakespeare", "tfds": "tiny_shakespeare", "level": "char",
-                 "valid_start": "^SLY:$"},
+        "data": _SHAKESPEARE_DATA,
     },
     "shakespeare_char_small": {
         "task": "language_model",
@@ -117,10 +117,7 @@ PRESETS: dict[str, dict] = {
                   "dropout": 0.0},
         "training": {"batch_size": 64, "num_steps": 64, "epochs": 3, "optimizer": "adam",
                      "learning_rate": 3e-3, "clip_norm": 5.0},
-        # Dev: from the first line of The Taming of the Shrew (3.8% of train.txt)
-        # rather than the last 10%, which starts inside Measure for Measure.
-        "data": {"local": "tinyshakespeare", "tfds": "tiny_shakespeare", "level": "char",
-                 "valid_start": "^SLY:$"},
+        "data": _SHAKESPEARE_DATA,
     },
     # === SST-2 sentence classifiers ===
     "sst_lstm": {
