@@ -204,6 +204,13 @@ def exported(tmp_path_factory):
         model_name="char_tagger", labels=TAG_NAMES)
     cases.append({"name": "char_tagger", "task": "tagger", "sentences": CHAR_TAGGER_SENTENCES,
                   "tokens": CHAR_TAGGER_TOKENS})
+    models["char_classifier"] = (_build("classifier", bidirectional=True, pooling="max", dropout=0.5,
+                                        **CHAR_TAGGER), WORDS, "word")
+    paths["char_classifier"] = export.export_model(
+        models["char_classifier"][0], WORDS, task="classifier", char_vocabulary=LETTERS,
+        export_base=base, model_name="char_classifier", labels=CLASS_NAMES)
+    cases.append({"name": "char_classifier", "task": "classifier",
+                  "sentences": CHAR_TAGGER_SENTENCES})
     for case in cases:
         case["dir"] = str(paths[case["name"]])
 
@@ -364,6 +371,31 @@ def test_char_tagger_spells_tokens_in_the_graph_as_training_does(exported, signa
                            out[f"{prefix}/probabilities"], atol=1e-3)
 
 
+def test_char_classifier_spells_tokens_in_the_graph_as_training_does(exported):
+    from training.datasets import ClassificationData, classification_dataset
+
+    model, vocabulary, _ = exported["models"]["char_classifier"]
+    out = exported["outputs"]
+    # The batches training builds, characters included, for the same sentences.
+    data = ClassificationData(sentences=[sentence.split() for sentence in CHAR_TAGGER_SENTENCES],
+                              labels=[0] * len(CHAR_TAGGER_SENTENCES), label_names=["0", "1"],
+                              source="test")
+    (inputs, _), = classification_dataset(data, vocabulary, 8, characters=LETTERS,
+                                          max_word_length=model.max_word_length)
+    assert 1 in inputs["char_ids"].numpy(), "é is an unknown character"
+    probabilities = _softmax(np.asarray(model(inputs)))  # (batch, classes)
+    for key in ("probabilities", "scores"):
+        np.testing.assert_allclose(out[f"char_classifier/{key}"], probabilities, atol=ATOL)
+    assert list(out["char_classifier/label"]) == [CLASS_NAMES.names[i]
+                                                  for i in probabilities.argmax(axis=-1)]
+    # Without its spelling the same model answers differently: the characters count.
+    blind = _softmax(np.asarray(model({**inputs, "char_ids": np.zeros_like(inputs["char_ids"])})))
+    assert not np.allclose(blind, out["char_classifier/probabilities"], atol=1e-4)
+    zoo_info = json.loads((exported["paths"]["char_classifier"] / "assets.extra" / "zoo.json")
+                          .read_text())
+    assert (zoo_info["char_vocabulary_size"], zoo_info["max_word_length"]) == (len(LETTERS), 6)
+
+
 def test_char_tagger_export_arguments(exported, tmp_path):
     model, _, _ = exported["models"]["char_tagger"]
     common = {"task": "tagger", "labels": TAG_NAMES, "export_base": tmp_path, "model_name": "m"}
@@ -372,7 +404,7 @@ def test_char_tagger_export_arguments(exported, tmp_path):
     with pytest.raises(ValueError, match="char_vocabulary_size is 13"):
         export.export_model(model, WORDS, char_vocabulary=CHARS, **common)
     word_tagger, _, _ = exported["models"]["tagger"]
-    with pytest.raises(ValueError, match="only for a tagger with a character model"):
+    with pytest.raises(ValueError, match="only for a tagger or classifier with a character model"):
         export.export_model(word_tagger, WORDS, char_vocabulary=LETTERS, **common)
     path = exported["paths"]["char_tagger"]
     assert json.loads((path / "assets.extra" / "char_vocabulary.json").read_text()) == {

@@ -18,7 +18,7 @@ from training.lm_batching import lm_dataset
 from training.metrics import Perplexity, per_tag_accuracy, perplexity
 from training.schedules import zaremba_learning_rate
 
-from tiny_corpora import write_conllu, write_sst, write_text
+from tiny_corpora import write_conllu, write_spelled_sst, write_sst, write_text
 
 
 def tiny_language_model(cell="lstm", **options):
@@ -285,6 +285,33 @@ def test_char_tagger_trains_resumes_evaluates_and_exports(tmp_path, monkeypatch,
     zoo_info = json.loads((path / "assets.extra" / "zoo.json").read_text())
     assert zoo_info["char_vocabulary_size"] == len(characters) and zoo_info["max_word_length"] == 24
     assert "character model" in (path / "MODEL_CARD.md").read_text()
+
+
+def test_char_classifier_reads_unseen_words_and_exports_what_it_learned(tmp_path, capsys):
+    import tensorflow as tf
+
+    # Every dev sentiment word is a stem no train sentence has; its ending ("zz"
+    # positive, "qq" negative) decides the label, so only the spelling can tell.
+    data = write_spelled_sst(tmp_path / "sst")
+    run = tmp_path / "run_char_sst"
+    assert train_cli.main(["--preset", "sst_char_bilstm", "--data", str(data), "--epochs", "12",
+                           "--batch_size", "8", "--learning_rate", "0.02",
+                           "--early_stopping_patience", "0", "--output_dir", str(run),
+                           *SMALL, *CHAR_SMALL]) == 0
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["dev"]["accuracy"] >= 0.9
+    assert set(json.loads((run / "char_vocabulary.json").read_text())["tokens"]) >= set("zq")
+    capsys.readouterr()
+    assert evaluate_cli.main(["--run", str(run)]) == 0
+    out = capsys.readouterr().out
+    assert json.loads(out[out.index("{"):])["accuracy"] == pytest.approx(metrics["dev"]["accuracy"])
+
+    path = export.export_run(run, export_base=tmp_path / "saved_models")
+    served = tf.saved_model.load(str(path)).signatures["serving_default"]
+    # Stems neither split has seen; the exported graph spells them as training did.
+    labels = served(sentences=tf.constant(["the film xyzzz runs", "a cat vvxqq sleeps"]))["label"]
+    assert [label.decode() for label in labels.numpy()] == ["positive", "negative"]
+    assert "Character model" in (path / "MODEL_CARD.md").read_text()
 
 
 @pytest.mark.parametrize(

@@ -203,27 +203,60 @@ def char_tagger(cell="lstm", **options):
         "char_embedding_dim": 3, "char_hidden_dim": 5, "max_word_length": 4, **options})
 
 
+def char_classifier(cell="lstm", **options):
+    keras.utils.set_random_seed(3)
+    return zoo.build("classifier", cell=cell, **{
+        **tiny_options("classifier"), "bidirectional": True, "pooling": "max",
+        "char_vocabulary_size": CHARACTERS, "char_embedding_dim": 3, "char_hidden_dim": 5,
+        "max_word_length": 4, **options})
+
+
+@pytest.mark.parametrize("task", ["tagger", "classifier"])
 @pytest.mark.parametrize("cell", zoo.CELL_TYPES)
-def test_char_tagger_trains_a_step_and_round_trips(cell, tmp_path):
-    model = char_tagger(cell)
+def test_char_models_train_a_step_and_round_trip(cell, task, tmp_path):
+    model = (char_tagger if task == "tagger" else char_classifier)(cell)
     assert model.uses_characters and model.char_encoder.cell == cell
+    assert model.backbone.extra_feature_dim == 10
     model.compile(optimizer=keras.optimizers.SGD(0.5),
                   loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     model.build((None, None))
     before = [w.numpy().copy() for w in model.trainable_weights]
     assert any("char_encoder" in w.path for w in model.trainable_weights)
-    history = model.fit(CHAR_INPUTS, targets("tagger"), epochs=1, batch_size=3, verbose=0)
+    history = model.fit(CHAR_INPUTS, targets(task), epochs=1, batch_size=3, verbose=0)
     assert np.isfinite(history.history["loss"][0])
     unchanged = [w.path for b, w in zip(before, model.trainable_weights) if np.allclose(b, w.numpy())]
     assert not unchanged, "every trainable weight, the character encoder's too, gets a gradient"
 
-    path = tmp_path / f"char_tagger_{cell}.keras"
+    path = tmp_path / f"char_{task}_{cell}.keras"
     model.save(path)
     restored = keras.saving.load_model(path)
     assert restored.get_config() == model.get_config()
     assert restored.get_config()["char_vocabulary_size"] == CHARACTERS
     np.testing.assert_allclose(restored.predict(CHAR_INPUTS, verbose=0),
                                model.predict(CHAR_INPUTS, verbose=0), rtol=1e-6, atol=1e-6)
+
+
+def test_char_classifier_reads_the_spelling_of_unknown_words_and_ignores_padding():
+    model = char_classifier()
+    unknown = np.array([[1, 1, 0]], dtype="int32")  # two <unk> words and padding
+    spellings = np.zeros((1, 3, 4), dtype="int32")
+    spellings[0, 0, :3] = [2, 3, 4]
+    spellings[0, 1, :2] = [5, 6]
+    respelled = spellings.copy()
+    respelled[0, 1, :2] = [7, 2]
+    logits = np.asarray(model({"token_ids": unknown, "char_ids": spellings}))
+    assert not np.allclose(logits, model({"token_ids": unknown, "char_ids": respelled}), atol=1e-6), \
+        "the same <unk> ids spelled otherwise classify otherwise"
+    # The padding slot and a longer batch change nothing.
+    alone = {"token_ids": unknown[:, :2], "char_ids": spellings[:, :2, :3]}
+    np.testing.assert_allclose(np.asarray(model(alone)), logits, atol=1e-6)
+
+
+def test_word_only_classifier_config_is_unchanged_in_meaning():
+    model = zoo.build("classifier", **tiny_options("classifier"))
+    assert not model.uses_characters and model.get_config()["char_vocabulary_size"] == 0
+    model(TOKENS)
+    assert not any("char" in w.path for w in model.weights)
 
 
 def test_char_tagger_is_padding_invariant():
@@ -267,16 +300,23 @@ def test_word_only_tagger_is_unchanged_by_the_character_options():
     assert not any("char" in w.path for w in model.weights)
     assert "extra_feature_dim" not in zoo.valid_options("tagger")
     assert "char_hidden_dim" in zoo.valid_options("tagger")
-    assert "char_hidden_dim" not in zoo.valid_options("classifier")
+    assert "char_hidden_dim" in zoo.valid_options("classifier")
+    assert "char_hidden_dim" not in zoo.valid_options("language_model")
 
 
 def test_char_preset_builds():
     model = zoo.build_preset("ewt_char_bilstm", vocabulary_size=50, num_tags=17,
                              char_vocabulary_size=30)
     assert model.uses_characters and model.backbone.extra_feature_dim == 128
-    base = zoo.get_preset("ewt_bilstm")["model"]
-    assert {k: v for k, v in zoo.get_preset("ewt_char_bilstm")["model"].items()
-            if not k.startswith("char_") and k != "max_word_length"} == base
+    for word_preset, char_preset in (("ewt_bilstm", "ewt_char_bilstm"),
+                                     ("sst_bilstm", "sst_char_bilstm")):
+        base = zoo.get_preset(word_preset)
+        spelled = zoo.get_preset(char_preset)
+        assert {k: v for k, v in spelled["model"].items()
+                if not k.startswith("char_") and k != "max_word_length"} == base["model"]
+        assert spelled["training"] == base["training"] and spelled["task"] == base["task"]
+    classifier = zoo.build_preset("sst_char_bilstm", vocabulary_size=50, char_vocabulary_size=30)
+    assert classifier.uses_characters and classifier.backbone.extra_feature_dim == 128
 
 
 @pytest.mark.parametrize(
@@ -288,8 +328,11 @@ def test_char_preset_builds():
         (lambda: char_tagger(char_hidden_dim=0), "char_hidden_dim must be a positive integer"),
         (lambda: zoo.build("tagger", vocabulary_size=5, extra_feature_dim=4),
          r"Unknown option\(s\) \['extra_feature_dim'\] for task 'tagger'. Valid options: .*char_"),
-        (lambda: zoo.build("classifier", vocabulary_size=5, char_vocabulary_size=4),
+        (lambda: zoo.build("language_model", vocabulary_size=5, char_vocabulary_size=4),
          "Unknown option"),
+        (lambda: char_classifier()(TOKENS), "This classifier has a character model"),
+        (lambda: zoo.build("classifier", **tiny_options("classifier"))(CHAR_INPUTS),
+         "This classifier has no character model"),
         (lambda: zoo.RecurrentBackbone(VOCABULARY, extra_feature_dim=3)(TOKENS), "needs extra_features"),
         (lambda: zoo.RecurrentBackbone(VOCABULARY)(TOKENS, extra_features=np.zeros((3, 5, 2))),
          "without extra features"),

@@ -33,6 +33,32 @@ def write_sst(directory, train_size=64, dev_size=32, seed=0) -> Path:
     return directory
 
 
+def write_spelled_sst(directory, train_size=160, dev_size=40, seed=3) -> Path:
+    """stsa.binary.train / .dev where the sentiment word's ending decides the label.
+
+    Positive words end in "zz", negative ones in "qq", and every dev sentiment
+    word is a stem no train sentence has: a word-only classifier sees `<unk>`
+    there and can only guess, a character-aware one can read the ending.
+    """
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    letters = list("bcdfghjklmnprstvw")
+    stems = sorted({"".join(rng.choice(letters, 3)) for _ in range(400)})
+    rng.shuffle(stems)
+    stems_of = {"train": stems[:60], "dev": stems[60:100]}
+    for name, split, size in (("stsa.binary.train", "train", train_size),
+                              ("stsa.binary.dev", "dev", dev_size)):
+        lines = []
+        for words in _sentences(rng, size):
+            label = int(rng.integers(2))
+            word = str(rng.choice(stems_of[split])) + ("zz" if label else "qq")
+            words.insert(int(rng.integers(4)), word)
+            lines.append(f"{label} {' '.join(words)}")
+        (directory / name).write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return directory
+
+
 def write_conllu(directory, train_size=64, dev_size=24, seed=1) -> Path:
     """en_ewt-ud-{train,dev}.conllu with DET NOUN VERB sentences."""
     directory = Path(directory)

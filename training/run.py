@@ -7,7 +7,7 @@ into one plain dict; `train` runs it and leaves a run directory behind:
       config.json       the resolved config (what `serving.export` needs to rebuild inputs)
       vocabulary.json   built from the train split only
       char_vocabulary.json  the characters of the train split's words (taggers
-                        with a character model)
+                        and classifiers with a character model)
       labels.json       class or tag names (classifier, tagger)
       model.keras       the trained model (`keras.saving.load_model` after `import zoo`)
       metrics.json      dev metrics after training
@@ -23,10 +23,11 @@ finished epoch (Keras `BackupAndRestore`); the vocabulary is reloaded, not
 rebuilt, so ids stay the same. Another corpus or config into a used directory
 stops with `RunDirectoryError` instead of mixing the two.
 
-A tagger has a character model (Plank et al. 2016) when its model options set
-any of `char_embedding_dim`, `char_hidden_dim`, `max_word_length` (the
-`ewt_char_bilstm` preset does); `char_vocabulary_size` is filled in from the
-character vocabulary, as `vocabulary_size` is from the word vocabulary.
+A tagger or classifier has a character model (Plank et al. 2016) when its
+model options set any of `char_embedding_dim`, `char_hidden_dim`,
+`max_word_length` (the `ewt_char_bilstm` and `sst_char_bilstm` presets do);
+`char_vocabulary_size` is filled in from the character vocabulary, as
+`vocabulary_size` is from the word vocabulary.
 """
 
 from __future__ import annotations
@@ -197,14 +198,15 @@ class PreparedData:
     labels: LabelVocabulary | None
     train: object
     dev: object
-    char_vocabulary: Vocabulary | None = None  # taggers with a character model
+    char_vocabulary: Vocabulary | None = None  # taggers and classifiers with a character model
 
 
 def uses_characters(config: dict) -> bool:
-    """Whether the run's tagger spells words out: a character option is set, and
-    char_vocabulary_size is not set to 0 (which switches the character model off)."""
+    """Whether the run's tagger or classifier spells words out: a character option
+    is set, and char_vocabulary_size is not set to 0 (which switches the character
+    model off)."""
     model = config["model"]
-    if config["task"] != "tagger" or model.get("char_vocabulary_size") == 0:
+    if config["task"] not in ("tagger", "classifier") or model.get("char_vocabulary_size") == 0:
         return False
     return any(option in model for option in CHARACTER_OPTIONS)
 
@@ -299,8 +301,8 @@ def make_datasets(config: dict, prepared: PreparedData, *, shuffle_train: bool =
         dev_ids = vocabulary.encode(prepared.dev.tokens)
         return lm_dataset(train_ids, batch_size, steps), lm_dataset(dev_ids, batch_size, steps)
     if task == "classifier":
-        make = lambda split, shuffle: classification_dataset(  # noqa: E731
-            split, vocabulary, batch_size, shuffle=shuffle, seed=config["seed"])
+        make = lambda split, shuffle: classifier_dataset(  # noqa: E731
+            config, prepared, split, batch_size, shuffle=shuffle)
     else:
         make = lambda split, shuffle: tagger_dataset(  # noqa: E731
             config, prepared, split, batch_size, shuffle=shuffle)
@@ -309,6 +311,14 @@ def make_datasets(config: dict, prepared: PreparedData, *, shuffle_train: bool =
         rates = word_dropout_rates(prepared.train.sentences, vocabulary, training["word_dropout"])
         train = with_word_dropout(train, rates, seed=config["seed"])
     return train, make(prepared.dev, False)
+
+
+def classifier_dataset(config: dict, prepared: PreparedData, split, batch_size: int, *,
+                       shuffle: bool = False):
+    """A classification split as batches, with character ids when the classifier spells words."""
+    return classification_dataset(split, prepared.vocabulary, batch_size, shuffle=shuffle,
+                                  seed=config["seed"], characters=prepared.char_vocabulary,
+                                  max_word_length=max_word_length(config))
 
 
 def tagger_dataset(config: dict, prepared: PreparedData, split, batch_size: int, *,
@@ -331,8 +341,8 @@ def build_model(config: dict, prepared: PreparedData):
         options["num_classes"] = len(prepared.labels)
     elif config["task"] == "tagger":
         options["num_tags"] = len(prepared.labels)
-        if prepared.char_vocabulary is not None:
-            options["char_vocabulary_size"] = len(prepared.char_vocabulary)
+    if prepared.char_vocabulary is not None:
+        options["char_vocabulary_size"] = len(prepared.char_vocabulary)
     return zoo.build(config["task"], cell=config["cell"], **options)
 
 
@@ -437,7 +447,7 @@ def evaluate(model, config: dict, prepared: PreparedData, split) -> dict:
                                        batch_size=training["batch_size"],
                                        num_steps=training["num_steps"])
     if task == "classifier":
-        dataset = classification_dataset(split, vocabulary, 256)
+        dataset = classifier_dataset(config, prepared, split, 256)
         predictions = np.concatenate([np.argmax(model(x, training=False), -1) for x, _ in dataset])
         gold = np.asarray(split.labels)
         return {"accuracy": float((predictions == gold).mean()), "examples": int(len(gold))}

@@ -28,11 +28,19 @@ def model_class(task: str):
     return TASK_MODELS[task]
 
 
+def _constructors(task: str) -> list:
+    """The `__init__`s whose arguments a model of `task` takes: its class's own, those of
+    the zoo classes it inherits from (the character options), and the backbone's."""
+    classes = [cls for cls in model_class(task).__mro__
+               if cls.__module__.startswith("zoo.") and "__init__" in vars(cls)]
+    return [RecurrentBackbone.__init__] + [cls.__init__ for cls in reversed(classes)]
+
+
 def valid_options(task: str) -> list[str]:
     """Constructor options a model of `task` accepts."""
-    cls = model_class(task)
-    names = set(inspect.signature(cls.__init__).parameters)
-    names |= set(inspect.signature(RecurrentBackbone.__init__).parameters)
+    names = set()
+    for function in _constructors(task):
+        names |= set(inspect.signature(function).parameters)
     # extra_feature_dim is set by a head from its own options, never by a user.
     names -= {"self", "kwargs", "cell", "extra_feature_dim"}
     if task == "language_model":
@@ -43,7 +51,7 @@ def valid_options(task: str) -> list[str]:
 def _annotations(task: str) -> dict[str, str]:
     """Option name -> its annotation as written ("int", "float | None", ...)."""
     found = {}
-    for function in (RecurrentBackbone.__init__, model_class(task).__init__):
+    for function in _constructors(task):
         for name, parameter in inspect.signature(function).parameters.items():
             if parameter.annotation is not inspect.Parameter.empty:
                 found[name] = str(parameter.annotation)
@@ -86,7 +94,7 @@ def build(task: str, cell: str = "lstm", **options):
         **options: Model options, e.g. vocabulary_size (required), embedding_dim,
             hidden_dim, num_layers, dropout, bidirectional, pooling, num_classes,
             num_tags, tie_weights, learned_initial_state, gates, peepholes, and
-            the tagger's character model: char_vocabulary_size,
+            the character model of a tagger or classifier: char_vocabulary_size,
             char_embedding_dim, char_hidden_dim, max_word_length.
 
     Raises:

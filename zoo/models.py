@@ -75,6 +75,99 @@ class _RecurrentModel(keras.Model):
         return config
 
 
+class _SpellingModel(_RecurrentModel):
+    """A word-level model that may also spell every word out (classifier, tagger).
+
+    With a character model (char_vocabulary_size > 0, Plank, Søgaard & Goldberg
+    2016) a CharacterEncoder reads each word's characters and its features are
+    concatenated to the word embedding; the model is then called with a dict
+    `{"token_ids": (batch, time), "char_ids": (batch, time, chars)}`. Without
+    one it takes the token ids alone.
+
+    Args:
+        char_vocabulary_size: Number of character ids (0 is padding, 1 an
+            unknown character); 0 means no character model.
+        char_embedding_dim: Size of the character vectors.
+        char_hidden_dim: Units per direction of the character BiRNN, which runs
+            the model's own cell type.
+        max_word_length: Characters kept per word.
+        **backbone_options: See RecurrentBackbone.
+    """
+
+    def __init__(self, vocabulary_size: int, char_vocabulary_size: int = 0,
+                 char_embedding_dim: int = 32, char_hidden_dim: int = 64,
+                 max_word_length: int = MAX_WORD_LENGTH, **kwargs):
+        if int(char_vocabulary_size) != char_vocabulary_size or char_vocabulary_size < 0:
+            raise ValueError("char_vocabulary_size must be 0 (no character model) or a "
+                             f"positive integer, got {char_vocabulary_size!r}.")
+        uses_characters = char_vocabulary_size > 0
+        extra_feature_dim = 2 * int(char_hidden_dim) if uses_characters else 0
+        super().__init__(vocabulary_size, extra_feature_dim=extra_feature_dim, **kwargs)
+        self.char_vocabulary_size = int(char_vocabulary_size)
+        self.char_embedding_dim = int(char_embedding_dim)
+        self.char_hidden_dim = int(char_hidden_dim)
+        self.max_word_length = int(max_word_length)
+        self.char_encoder = None
+        if uses_characters:
+            self.char_encoder = CharacterEncoder(
+                self.char_vocabulary_size,
+                cell=self.backbone.cell,
+                embedding_dim=self.char_embedding_dim,
+                hidden_dim=self.char_hidden_dim,
+                max_word_length=self.max_word_length,
+                gates=self.backbone.gates,
+                peepholes=self.backbone.peepholes,
+                name="char_encoder",
+            )
+
+    @property
+    def uses_characters(self) -> bool:
+        """Whether the model spells words out (and so takes a dict input)."""
+        return self.char_encoder is not None
+
+    def _build_backbone(self):
+        # Token ids are (batch, time) whatever the input's structure, so the
+        # sublayers are built from their own sizes, not from the input shape.
+        self.backbone.build((None, None))
+        if self.uses_characters:
+            self.char_encoder.build((None, None, None))
+
+    def _encode(self, inputs, training=None):
+        """(token_ids, sequence, state): the backbone run on the words and their spelling."""
+        token_ids, char_ids = self._split_inputs(inputs)
+        char_features = None
+        if self.uses_characters:
+            # (batch, time, 2 * char_hidden_dim)
+            char_features = self.char_encoder(char_ids, training=training)
+        sequence, state = self.backbone(token_ids, extra_features=char_features, training=training)
+        return token_ids, sequence, state
+
+    def _split_inputs(self, inputs):
+        """(token_ids, char_ids or None); ValueError if they do not fit the model."""
+        if isinstance(inputs, dict):
+            token_ids, char_ids = inputs["token_ids"], inputs.get("char_ids")
+        else:
+            token_ids, char_ids = inputs, None
+        kind = self._KIND
+        if self.uses_characters and char_ids is None:
+            raise ValueError(f'This {kind} has a character model: call it with '
+                             '{"token_ids": (batch, time), "char_ids": (batch, time, chars)}.')
+        if not self.uses_characters and char_ids is not None:
+            raise ValueError(f"This {kind} has no character model (char_vocabulary_size=0); "
+                             "it takes token ids only.")
+        return token_ids, char_ids
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({
+            "char_vocabulary_size": self.char_vocabulary_size,
+            "char_embedding_dim": self.char_embedding_dim,
+            "char_hidden_dim": self.char_hidden_dim,
+            "max_word_length": self.max_word_length,
+        })
+        return config
+
+
 @keras.saving.register_keras_serializable(package="zoo")
 class LanguageModel(_RecurrentModel):
     """Predicts the next token at every step: a softmax over the vocabulary.
@@ -139,15 +232,19 @@ class LanguageModel(_RecurrentModel):
 
 
 @keras.saving.register_keras_serializable(package="zoo")
-class SentenceClassifier(_RecurrentModel):
+class SentenceClassifier(_SpellingModel):
     """One label per sentence: pool the backbone's outputs, then a dense layer.
 
     Args:
         num_classes: Number of labels.
         pooling: "last" (final hidden state of each direction, taken at each
             row's real end), "mean" or "max" over the real time steps.
-        **backbone_options: See RecurrentBackbone.
+        **options: The character model's (see _SpellingModel; none unless
+            char_vocabulary_size > 0, and then the classifier takes a dict
+            input) and the backbone's (see RecurrentBackbone).
     """
+
+    _KIND = "classifier"
 
     def __init__(self, vocabulary_size: int, num_classes: int = 2, pooling: str = "last", **kwargs):
         super().__init__(vocabulary_size, **kwargs)
@@ -159,14 +256,19 @@ class SentenceClassifier(_RecurrentModel):
         self.pooling = pooling
         self.classifier = keras.layers.Dense(self.num_classes, name="classifier")
 
-    def build(self, token_ids_shape):
-        self.backbone.build(token_ids_shape)
+    def build(self, inputs_shape=None):
+        self._build_backbone()
         self.classifier.build((None, self.backbone.output_dim))
         self.built = True
 
-    def call(self, token_ids, training=None):
-        """Logits (batch, num_classes)."""
-        sequence, state = self.backbone(token_ids, training=training)
+    def call(self, inputs, training=None):
+        """Logits (batch, num_classes).
+
+        Args:
+            inputs: (batch, time) token ids, or a dict with "token_ids" and,
+                for a character model, "char_ids" (batch, time, chars).
+        """
+        token_ids, sequence, state = self._encode(inputs, training=training)
         mask = ops.expand_dims(ops.cast(ops.not_equal(token_ids, 0), sequence.dtype), -1)
         if self.pooling == "last":
             pooled = self.backbone.top_hidden(state)  # (batch, output_dim)
@@ -185,7 +287,7 @@ class SentenceClassifier(_RecurrentModel):
 
 
 @keras.saving.register_keras_serializable(package="zoo")
-class SequenceTagger(_RecurrentModel):
+class SequenceTagger(_SpellingModel):
     """One tag per token: a softmax over tags at every step.
 
     With a character model (char_vocabulary_size > 0, Plank, Søgaard & Goldberg
@@ -196,13 +298,8 @@ class SequenceTagger(_RecurrentModel):
 
     Args:
         num_tags: Number of tags (17 for UD UPOS).
-        char_vocabulary_size: Number of character ids (0 is padding, 1 an
-            unknown character); 0 means no character model.
-        char_embedding_dim: Size of the character vectors.
-        char_hidden_dim: Units per direction of the character BiRNN, which runs
-            the tagger's own cell type.
-        max_word_length: Characters kept per word.
-        **backbone_options: See RecurrentBackbone (bidirectional taggers are the
+        **options: The character model's (see _SpellingModel) and the
+            backbone's (see RecurrentBackbone; bidirectional taggers are the
             usual choice, Plank et al. 2016).
 
     Example:
@@ -212,54 +309,17 @@ class SequenceTagger(_RecurrentModel):
         logits = tagger({"token_ids": token_ids, "char_ids": char_ids})  # (B, T, 17)
     """
 
-    def __init__(
-        self,
-        vocabulary_size: int,
-        num_tags: int = 17,
-        char_vocabulary_size: int = 0,
-        char_embedding_dim: int = 32,
-        char_hidden_dim: int = 64,
-        max_word_length: int = MAX_WORD_LENGTH,
-        **kwargs,
-    ):
-        if int(char_vocabulary_size) != char_vocabulary_size or char_vocabulary_size < 0:
-            raise ValueError("char_vocabulary_size must be 0 (no character model) or a "
-                             f"positive integer, got {char_vocabulary_size!r}.")
-        uses_characters = char_vocabulary_size > 0
-        extra_feature_dim = 2 * int(char_hidden_dim) if uses_characters else 0
-        super().__init__(vocabulary_size, extra_feature_dim=extra_feature_dim, **kwargs)
+    _KIND = "tagger"
+
+    def __init__(self, vocabulary_size: int, num_tags: int = 17, **kwargs):
+        super().__init__(vocabulary_size, **kwargs)
         if int(num_tags) < 1:
             raise ValueError(f"num_tags must be positive, got {num_tags}.")
         self.num_tags = int(num_tags)
-        self.char_vocabulary_size = int(char_vocabulary_size)
-        self.char_embedding_dim = int(char_embedding_dim)
-        self.char_hidden_dim = int(char_hidden_dim)
-        self.max_word_length = int(max_word_length)
-        self.char_encoder = None
-        if uses_characters:
-            self.char_encoder = CharacterEncoder(
-                self.char_vocabulary_size,
-                cell=self.backbone.cell,
-                embedding_dim=self.char_embedding_dim,
-                hidden_dim=self.char_hidden_dim,
-                max_word_length=self.max_word_length,
-                gates=self.backbone.gates,
-                peepholes=self.backbone.peepholes,
-                name="char_encoder",
-            )
         self.tag_projection = keras.layers.Dense(self.num_tags, name="tag_projection")
 
-    @property
-    def uses_characters(self) -> bool:
-        """Whether the tagger spells words out (and so takes a dict input)."""
-        return self.char_encoder is not None
-
     def build(self, inputs_shape=None):
-        # Token ids are (batch, time) whatever the input's structure, so the
-        # sublayers are built from their own sizes, not from `inputs_shape`.
-        self.backbone.build((None, None))
-        if self.uses_characters:
-            self.char_encoder.build((None, None, None))
+        self._build_backbone()
         self.tag_projection.build((None, None, self.backbone.output_dim))
         self.built = True
 
@@ -270,35 +330,10 @@ class SequenceTagger(_RecurrentModel):
             inputs: (batch, time) token ids, or a dict with "token_ids" and,
                 for a character model, "char_ids" (batch, time, chars).
         """
-        token_ids, char_ids = self._split_inputs(inputs)
-        char_features = None
-        if self.uses_characters:
-            # (batch, time, 2 * char_hidden_dim)
-            char_features = self.char_encoder(char_ids, training=training)
-        sequence, _ = self.backbone(token_ids, extra_features=char_features, training=training)
+        _, sequence, _ = self._encode(inputs, training=training)
         return self.tag_projection(sequence)
-
-    def _split_inputs(self, inputs):
-        """(token_ids, char_ids or None); ValueError if they do not fit the model."""
-        if isinstance(inputs, dict):
-            token_ids, char_ids = inputs["token_ids"], inputs.get("char_ids")
-        else:
-            token_ids, char_ids = inputs, None
-        if self.uses_characters and char_ids is None:
-            raise ValueError('This tagger has a character model: call it with '
-                             '{"token_ids": (batch, time), "char_ids": (batch, time, chars)}.')
-        if not self.uses_characters and char_ids is not None:
-            raise ValueError("This tagger has no character model (char_vocabulary_size=0); "
-                             "it takes token ids only.")
-        return token_ids, char_ids
 
     def get_config(self):
         config = super().get_config()
-        config.update({
-            "num_tags": self.num_tags,
-            "char_vocabulary_size": self.char_vocabulary_size,
-            "char_embedding_dim": self.char_embedding_dim,
-            "char_hidden_dim": self.char_hidden_dim,
-            "max_word_length": self.max_word_length,
-        })
+        config["num_tags"] = self.num_tags
         return config

@@ -140,6 +140,18 @@ PRESETS: dict[str, dict] = {
                      "clip_norm": 5.0, "early_stopping_patience": 2},
         "data": {"local": "sst2", "tfds": "glue/sst2"},
     },
+    "sst_char_bilstm": {
+        "task": "classifier",
+        "description": ("sst_bilstm plus a character BiLSTM per word, so words the phrases never "
+                        "showed keep their spelling."),
+        "reference": "Plank, Søgaard & Goldberg 2016 (character-aware words); Tai et al. 2015 BiLSTM",
+        "model": {"cell": "lstm", "embedding_dim": 128, "hidden_dim": 128, "num_layers": 1,
+                  "bidirectional": True, "dropout": 0.5, "pooling": "max",
+                  "char_embedding_dim": 32, "char_hidden_dim": 64, "max_word_length": 24},
+        "training": {"batch_size": 32, "epochs": 8, "optimizer": "adam", "learning_rate": 1e-3,
+                     "clip_norm": 5.0, "early_stopping_patience": 2},
+        "data": {"local": "sst2", "tfds": "glue/sst2"},
+    },
     "sst_gru": {
         "task": "classifier",
         "description": "GRU classifier with mean pooling.",

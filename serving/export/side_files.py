@@ -64,10 +64,16 @@ _LIMITS = {
     "tagger": "Accuracy holds only for text like the training data; unseen words are all "
               "`<unk>` to it (no character model), so rare and new words are tagged worst.",
 }
-_CHARACTER_TAGGER_LIMITS = (
-    "Accuracy holds only for text like the training data; unseen words are `<unk>` to "
-    "its word vocabulary, and it tags them from their spelling (a character model) and "
-    "context, so rare and new words are still tagged worse than frequent ones.")
+_CHARACTER_MODEL_LIMITS = {
+    "tagger": "Accuracy holds only for text like the training data; unseen words are `<unk>` to "
+              "its word vocabulary, and it tags them from their spelling (a character model) and "
+              "context, so rare and new words are still tagged worse than frequent ones.",
+    "classifier": "Accuracy holds only for text like the training data; other domains, sarcasm, "
+                  "negation scope and long documents degrade it. Words its vocabulary lacks are "
+                  "read from their spelling (a character model), which helps with inflections "
+                  "and misspellings but not with words whose sentiment is not in their letters. "
+                  "Scores are not calibrated probabilities. Do not use it for decisions about people.",
+}
 
 
 def _model_card(*, model_name, version, config, zoo_info, training_info, metrics) -> str:
@@ -144,7 +150,7 @@ def _model_card(*, model_name, version, config, zoo_info, training_info, metrics
     lines += [""]
 
     lines += ["## Intended use", "", _INTENDED_USE[task], ""]
-    limits = _CHARACTER_TAGGER_LIMITS if "char_vocabulary_size" in zoo_info else _LIMITS[task]
+    limits = _CHARACTER_MODEL_LIMITS[task] if "char_vocabulary_size" in zoo_info else _LIMITS[task]
     lines += ["## Limits", "", limits, ""]
 
     credit = credit_line(training_info, data)

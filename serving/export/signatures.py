@@ -238,12 +238,28 @@ def sampling_signature(step, state_size: int):
     return sample
 
 
-def _classifier_signatures(model, tokenizer: _Tokenizer, labels: Sequence[str]) -> dict:
+def _word_inputs(model, tokenizer: _Tokenizer, char_tokenizer: _Tokenizer | None):
+    """(batch, time) tokens -> the model's input: ids, and character ids if it spells."""
+
+    def model_inputs(tokens):
+        token_ids = tokenizer.encode_tokens(tokens)  # (batch, time)
+        if char_tokenizer is None:
+            return token_ids
+        char_ids = char_tokenizer.spell(tokens, model.max_word_length)  # (batch, time, chars)
+        return {"token_ids": token_ids, "char_ids": char_ids}
+
+    return model_inputs
+
+
+def _classifier_signatures(model, tokenizer: _Tokenizer, labels: Sequence[str],
+                           char_tokenizer: _Tokenizer | None = None) -> dict:
     label_names = tf.constant(list(labels), dtype=tf.string)
+    model_inputs = _word_inputs(model, tokenizer, char_tokenizer)
 
     def probabilities_of(sentences):
-        token_ids, _ = tokenizer.encode(sentences)
-        logits = model(_at_least_one_step(token_ids), training=False)  # (batch, classes)
+        tokens = tokenizer.split(sentences).to_tensor(default_value=PAD_STRING)  # (batch, time)
+        inputs = model_inputs(_at_least_one_step(tokens, pad=PAD_STRING))
+        logits = model(inputs, training=False)  # (batch, classes)
         return tf.nn.softmax(logits, axis=-1)
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="sentences")])
@@ -270,14 +286,7 @@ def _classifier_signatures(model, tokenizer: _Tokenizer, labels: Sequence[str]) 
 def _tagger_signatures(model, tokenizer: _Tokenizer, labels: Sequence[str],
                        char_tokenizer: _Tokenizer | None = None) -> dict:
     tag_names = tf.constant(list(labels), dtype=tf.string)
-
-    def model_inputs(tokens):
-        """The model's input for (batch, time) tokens: ids, and character ids if it spells."""
-        token_ids = tokenizer.encode_tokens(tokens)  # (batch, time)
-        if char_tokenizer is None:
-            return token_ids
-        char_ids = char_tokenizer.spell(tokens, model.max_word_length)  # (batch, time, chars)
-        return {"token_ids": token_ids, "char_ids": char_ids}
+    model_inputs = _word_inputs(model, tokenizer, char_tokenizer)
 
     def tag(tokens):
         real = tf.not_equal(tokens, PAD_STRING)  # (batch, time)
@@ -345,7 +354,7 @@ def save_signatures(model, tokens, *, task, level, labels, path: Path,
     if task == "language_model":
         signatures = _language_model_signatures(model, module.tokenizer)
     elif task == "classifier":
-        signatures = _classifier_signatures(model, module.tokenizer, labels)
+        signatures = _classifier_signatures(model, module.tokenizer, labels, char_tokenizer)
     else:
         signatures = _tagger_signatures(model, module.tokenizer, labels, char_tokenizer)
     if tuple(signatures) != SIGNATURES[task]:

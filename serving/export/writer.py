@@ -10,8 +10,8 @@
                                                 state_size and end_token (LMs), labels,
                                                 signatures
            assets.extra/vocabulary.json         the token list the tables were built from
-           assets.extra/char_vocabulary.json    the character list (taggers with a
-                                                character model)
+           assets.extra/char_vocabulary.json    the character list (taggers and classifiers
+                                                with a character model)
            assets.extra/tf_serving_warmup_requests   one sample request per signature, which
                                                 a server replays before it serves the
                                                 version (serving.export.warmup_requests)
@@ -71,10 +71,10 @@ def export_model(
         vocabulary: The training Vocabulary (anything with `.tokens`, or a
             list of tokens), `<pad>` first and `<unk>` second.
         task: "language_model", "classifier" or "tagger".
-        char_vocabulary: The character Vocabulary of a tagger with a character
-            model (the same forms as `vocabulary`); required for one, refused
+        char_vocabulary: The character Vocabulary of a tagger or classifier with
+            a character model (the same forms as `vocabulary`); required for one, refused
             for any other model. The signatures spell each token inside the
-            graph, so their inputs are those of a word-only tagger.
+            graph, so their inputs are those of a word-only model.
         export_base: The model base directory a server watches.
         model_name: The name clients ask for; letters, digits, `_`, `-`, `.`.
         version: The version number; default one more than the largest there.
@@ -175,13 +175,13 @@ def _check_export_arguments(model, tokens, *, task, level, labels, model_name,
     _check_vocabulary(tokens, vocabulary_size, "vocabulary", "vocabulary_size")
     if getattr(model, "uses_characters", False):
         if characters is None:
-            raise ValueError("This tagger has a character model: pass char_vocabulary "
+            raise ValueError(f"This {task} has a character model: pass char_vocabulary "
                              "(the run's char_vocabulary.json).")
         _check_vocabulary(characters, model.char_vocabulary_size, "character vocabulary",
                           "char_vocabulary_size")
     elif characters is not None:
-        raise ValueError("char_vocabulary is only for a tagger with a character model "
-                         "(char_vocabulary_size > 0).")
+        raise ValueError("char_vocabulary is only for a tagger or classifier with a character "
+                         "model (char_vocabulary_size > 0).")
     if task == "language_model":
         return
     expected = model.num_classes if task == "classifier" else model.num_tags
@@ -251,7 +251,7 @@ def export_run(
 
     Args:
         run_dir: Holds model.keras, vocabulary.json, config.json, and
-            labels.json (classifier, tagger), char_vocabulary.json (tagger with a
+            labels.json (classifier, tagger), char_vocabulary.json (a model with a
             character model) and metrics.json when present.
         export_base: The model base directory.
         model_name: The served name; defaults to the run directory's name.

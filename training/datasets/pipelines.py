@@ -29,6 +29,8 @@ def classification_dataset(
     shuffle: bool = False,
     seed: int = 0,
     max_length: int | None = None,
+    characters: Vocabulary | None = None,
+    max_word_length: int | None = None,
 ) -> tf.data.Dataset:
     """Batches sentences with their class ids.
 
@@ -42,27 +44,39 @@ def classification_dataset(
         seed: The shuffle seed.
         max_length: If given, sentences are cut to their first `max_length`
             tokens to bound memory on very long inputs.
+        characters: For a classifier with a character model, maps characters
+            to ids; None for a word-only classifier.
+        max_word_length: With `characters`, the characters kept per word.
 
     Returns:
-        A dataset of `(token_ids, labels)`: `int32 [batch, time]` right-padded
-        with 0, and `int32 [batch]`.
+        A dataset of `(inputs, labels)`: `inputs` is `int32 [batch, time]`
+        token ids right-padded with 0, or with `characters` a dict of
+        `token_ids` and `char_ids` (as `tagging_dataset` makes them); labels
+        are `int32 [batch]`.
 
     Raises:
-        ValueError: If `batch_size` or `max_length` is not positive, or `data`
-            is empty.
+        ValueError: If `batch_size`, `max_length` or (with `characters`)
+            `max_word_length` is not positive, or `data` is empty.
     """
     if max_length is not None and max_length < 1:
         raise ValueError(f"max_length must be at least 1, got {max_length}")
-    token_ids = [vocab.encode(sentence[:max_length]) for sentence in data.sentences]
+    sentences = [sentence[:max_length] for sentence in data.sentences]
+    inputs = [_ragged([vocab.encode(sentence) for sentence in sentences], np.int32)]
+    if characters is not None:
+        inputs.append(_character_ids(sentences, characters, max_word_length))
     labels = np.asarray(data.labels, dtype=np.int32)
-    return _padded_batches(
-        [_ragged(token_ids, np.int32)],
+    dataset = _padded_batches(
+        inputs,
         labels,
         batch_size,
         shuffle=shuffle,
         seed=seed,
         source=data.source,
     )
+    if characters is None:
+        return dataset
+    return dataset.map(lambda token_ids, char_ids, labels: (
+        {"token_ids": token_ids, "char_ids": char_ids}, labels))
 
 
 def tagging_dataset(
@@ -112,14 +126,9 @@ def tagging_dataset(
     tag_ids = [tags.encode(sentence_tags) for sentence_tags in data.tags]
     weights = [[1.0] * len(sentence) for sentence in data.sentences]
     columns = [_ragged(tag_ids, np.int32), _ragged(weights, np.float32)]
-    if characters is None:
-        inputs = [_ragged(token_ids, np.int32)]
-    else:
-        if max_word_length is None or max_word_length < 1:
-            raise ValueError(f"max_word_length must be at least 1, got {max_word_length}")
-        char_ids = [[characters.encode(word[:max_word_length]) for word in sentence]
-                    for sentence in data.sentences]
-        inputs = [_ragged(token_ids, np.int32), _ragged_words(char_ids)]
+    inputs = [_ragged(token_ids, np.int32)]
+    if characters is not None:
+        inputs.append(_character_ids(data.sentences, characters, max_word_length))
     dataset = _padded_batches(
         inputs + columns, None, batch_size, shuffle=shuffle, seed=seed, source=data.source
     )
@@ -129,6 +138,14 @@ def tagging_dataset(
         lambda token_ids, char_ids, tag_ids, weights: (
             {"token_ids": token_ids, "char_ids": char_ids}, tag_ids, weights)
     )
+
+
+def _character_ids(sentences, characters: Vocabulary, max_word_length: int | None) -> tf.RaggedTensor:
+    """`[sentences, None, None]` character ids of each word's first `max_word_length` characters."""
+    if max_word_length is None or max_word_length < 1:
+        raise ValueError(f"max_word_length must be at least 1, got {max_word_length}")
+    return _ragged_words([[characters.encode(word[:max_word_length]) for word in sentence]
+                          for sentence in sentences])
 
 
 def _padded_batches(

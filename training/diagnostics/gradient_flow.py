@@ -246,7 +246,7 @@ def gradient_flow(model, token_ids, *, targets=None, max_distance: int | None = 
     extra_features = None
     if getattr(model, "uses_characters", False):
         if char_ids is None:
-            raise ValueError("This tagger spells words with a character model: give char_ids "
+            raise ValueError("This model spells words with a character model: give char_ids "
                              "(batch, time, chars).")
         extra_features = model.char_encoder(ops.convert_to_tensor(char_ids), training=False)
 

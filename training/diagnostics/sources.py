@@ -47,7 +47,7 @@ def from_preset(preset: str, *, variant: str | None = None, options: dict | None
             overrides.update({"gates": "all", "peepholes": False})
         name = f"{preset} [{variant}]"
     task = zoo.get_preset(preset)["task"]
-    if task == "tagger":
+    if task in ("tagger", "classifier"):
         # The character model needs a character vocabulary: diagnose the word model.
         overrides["char_vocabulary_size"] = 0
     keras.utils.set_random_seed(seed)
@@ -92,7 +92,7 @@ def from_run(run_dir, *, rows: int = 16, length: int = 104, seed: int = 0) -> Di
     if uses_characters(config):
         characters = Vocabulary.load(run_dir / "char_vocabulary.json")
         limit = max_word_length(config)
-        # Every word spelled as written, <unk> words too, as the tagger's own pipeline does.
+        # Every word spelled as written, <unk> words too, as the model's own pipeline does.
         tokens = [word for start in starts for word in words[start:start + length]]
         char_ids = np.zeros((rows * length, limit), dtype="int32")
         for index, token in enumerate(tokens):
