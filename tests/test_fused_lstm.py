@@ -158,3 +158,22 @@ def test_short_windows_of_known_length_are_unrolled_and_the_rest_loop(monkeypatc
     monkeypatch.setenv("RNN_ZOO_UNROLL_STEPS", "many")
     with pytest.raises(ValueError, match="RNN_ZOO_UNROLL_STEPS must be a whole number"):
         unroll_limit()
+
+
+def test_bfloat16_products_keep_the_cell_state_in_float32():
+    # Forget and input gates open (sigmoid(10)), a cell gate of 0.004 a step, from a cell
+    # state of 4: bfloat16 moves in steps of 1/32 at 4, so a bfloat16 state would stay
+    # at 4.0; the loop's float32 state adds the 0.004s up, whatever the products' dtype.
+    steps = 50
+    inputs = tf.zeros((1, steps, 1), tf.bfloat16)
+    bias = np.array([10.0, 10.0, np.arctanh(0.004), 0.0], "float32")
+    zeros = np.zeros((1, 4), "float32")
+    c0 = np.full((1, 1), 4.0, "float32")
+    _, outputs, (h, c) = fused_lstm(inputs, np.zeros((1, 1), "float32"), c0, None, zeros, zeros, bias)
+    forget = 1 / (1 + np.exp(-10.0))
+    expected = 4.0
+    for _ in range(steps):
+        expected = forget * expected + forget * 0.004
+    assert c.dtype == tf.float32 and outputs.dtype == tf.bfloat16
+    np.testing.assert_allclose(float(c[0, 0]), expected, atol=1e-4)
+    assert expected - 4.0 > 0.15

@@ -21,6 +21,13 @@ included: a masked step keeps the state and repeats the previous output (zero
 before the first real step), `go_backwards` reads the window from its end and
 returns outputs in the order it read them.
 
+Under a mixed policy the products run in bfloat16 and the rest of the loop
+in float32: the gates, the cell state, the outputs it carries and their
+gradients. A bfloat16 cell state loses the small increments an LSTM adds to it
+step after step; with Adam that stalled a Zaremba-small language model at
+valid perplexity 798 where float32 reached 400 (200k tokens, one epoch); with
+float32 gates and state it reaches 398.
+
 `LSTM` is `keras.layers.LSTM` taking this path where it applies (no GPU, the
 default activations, no dropout inside the layer while training, not
 unrolled) and Keras' own everywhere else; its weights, config and saved
@@ -63,11 +70,26 @@ def fused_lstm(inputs, h0, c0, mask, kernel, recurrent_kernel, bias, *, go_backw
         outputs (batch, time, units) in the order the steps were read.
     """
     x, m = time_major(inputs, mask, go_backwards)
-    kernel, recurrent_kernel, bias, h0, c0 = cast_all(inputs.dtype, kernel, recurrent_kernel, bias, h0, c0)
+    # Products in the inputs' dtype (bfloat16 under a mixed policy); the gates, the
+    # cell state and the outputs the loop carries in float32 (see the module notes).
+    kernel, recurrent_kernel = cast_all(inputs.dtype, kernel, recurrent_kernel)
+    bias, h0, c0 = cast_all(state_dtype(inputs.dtype), bias, h0, c0)
     window = _lstm_window if mask is not None else _lstm_window_unmasked
     outputs, h, c = window(x, m, h0, c0, kernel, recurrent_kernel, bias)
-    outputs = tf.transpose(outputs, [1, 0, 2])  # (batch, time, units)
+    outputs = tf.transpose(tf.cast(outputs, inputs.dtype), [1, 0, 2])  # (batch, time, units)
     return outputs[:, -1], outputs, [h, c]
+
+
+def state_dtype(dtype):
+    """The dtype a loop keeps its gates and state in: float32 when its products run in
+    a 16-bit type. A bfloat16 cell state has 8 significant bits: at 4.0 it moves in steps
+    of 1/32, so the small updates an LSTM's cell accumulates over a window vanish."""
+    return tf.float32 if tf.as_dtype(dtype).size < 4 else tf.as_dtype(dtype)
+
+
+def product(a, b, dtype, **options):
+    """`tf.matmul` of `a` and `b` with both operands in `dtype`, the result in `a`'s dtype."""
+    return tf.cast(tf.matmul(tf.cast(a, dtype), tf.cast(b, dtype), **options), a.dtype)
 
 
 def unroll_limit() -> int:
@@ -147,15 +169,19 @@ def _lstm_window_function(masked: bool):
 
     @tf.custom_gradient
     def window(x, m, h0, c0, kernel, recurrent_kernel, bias):
+        # x, kernel and recurrent_kernel in the products' dtype; bias, h0, c0 and
+        # everything the loop carries in the state's (float32 under a mixed policy).
         steps, batch, features = tf.shape(x)[0], tf.shape(x)[1], tf.shape(x)[2]
         units = tf.shape(recurrent_kernel)[0]
+        products, state = x.dtype, h0.dtype
         x_flat = tf.reshape(x, [-1, features])
-        z_x = tf.reshape(tf.matmul(x_flat, kernel) + bias, [steps, batch, 4 * units])
+        z_x = tf.reshape(tf.cast(tf.matmul(x_flat, kernel), state) + bias, [steps, batch, 4 * units])
+        m = tf.cast(m, state)
 
         def step(carry, inputs):
             h, c, out, _, _, _ = carry
             z_in, keep = inputs if masked else (inputs, None)
-            z = z_in + tf.matmul(h, recurrent_kernel)
+            z = z_in + product(h, recurrent_kernel, products)
             # One sigmoid over all four gates (the cell gate's is not used)
             # costs less than three calls on a quarter each.
             sig = tf.sigmoid(z)
@@ -169,7 +195,7 @@ def _lstm_window_function(masked: bool):
             return masked_update(keep, h_new, h), masked_update(keep, c_new, c), out_new, sig, g, tanh_c
 
         zeros = tf.zeros_like(h0)
-        start = (h0, c0, zeros, tf.zeros([batch, 4 * units], x.dtype), zeros, zeros)
+        start = (h0, c0, zeros, tf.zeros([batch, 4 * units], state), zeros, zeros)
         hs, cs, outs, sigs, gs, tanh_cs = window_scan(step, (z_x, m) if masked else z_x, start)
 
         def gradient(d_outputs, d_h, d_c):
@@ -200,24 +226,26 @@ def _lstm_window_function(masked: bool):
                     dh_new = dh + d_output
                     dc_new = dc + dh_new * through_c_t
                 dz = tf.concat([dc_new, dc_new, dc_new, dh_new], axis=1) * local_t
-                dh_before = tf.matmul(dz, recurrent_kernel_t)
+                dh_before = product(dz, recurrent_kernel_t, products)
                 dc_before = dc_new * f_t
                 if not masked:
                     return dh_before, dc_before, d_out, dz
                 return ((1 - keep) * dh + dh_before, (1 - keep) * dc + dc_before,
                         (1 - keep) * d_out_total, dz)
 
-            last = (d_h, d_c, tf.zeros_like(d_h), tf.zeros([batch, 4 * units], x.dtype))
+            last = (d_h, d_c, tf.zeros_like(d_h), tf.zeros([batch, 4 * units], state))
             elements = (d_outputs, local, through_c, f)
             if masked:
                 elements = (d_outputs, m, local, through_c, f)
             dhs, dcs, _, dzs = window_scan(back, elements, last, reverse=True)
             dz_flat = tf.reshape(dzs, [-1, 4 * units])
-            d_kernel = tf.matmul(x_flat, dz_flat, transpose_a=True)
-            d_recurrent = tf.matmul(tf.reshape(h_prev, [-1, units]), dz_flat, transpose_a=True)
             d_bias = tf.reduce_sum(dz_flat, axis=0)
+            dz_flat = tf.cast(dz_flat, products)
+            d_kernel = tf.matmul(x_flat, dz_flat, transpose_a=True)
+            d_recurrent = tf.matmul(tf.cast(tf.reshape(h_prev, [-1, units]), products), dz_flat,
+                                    transpose_a=True)
             d_x = tf.reshape(tf.matmul(dz_flat, kernel, transpose_b=True), [steps, batch, features])
-            return d_x, tf.zeros_like(m), dhs[0], dcs[0], d_kernel, d_recurrent, d_bias
+            return d_x, tf.zeros_like(x[:, :, :1]), dhs[0], dcs[0], d_kernel, d_recurrent, d_bias
 
         return (outs, hs[-1], cs[-1]), gradient
 
