@@ -10,7 +10,7 @@ import tensorflow as tf
 import keras
 
 import zoo
-from zoo.fused_gru import GRU
+from zoo.fused_gru import GRU, fused_gru
 
 from fused_helpers import B, D, MASKS, T, U, scale_close
 
@@ -84,3 +84,21 @@ def test_a_bidirectional_zoo_classifier_trains_the_same_with_and_without_the_fus
     monkeypatch.setenv("RNN_ZOO_FUSED_GRU", "0")
     for a, e in zip(fused, one_step(), strict=True):
         scale_close(a, e)
+
+
+def test_bfloat16_products_keep_the_state_in_float32():
+    # An update gate of sigmoid(7) keeps 99.9% of the state and moves it 0.0009 of
+    # the way to a candidate of 1 each step: from 0.5 that is 0.00045, under half of
+    # bfloat16's step of 1/256 there, so a bfloat16 state would stay at 0.5.
+    steps = 50
+    inputs = tf.zeros((1, steps, 1), tf.bfloat16)
+    bias = np.array([[7.0, 0.0, 10.0], [0.0, 0.0, 0.0]], "float32")
+    zeros = np.zeros((1, 3), "float32")
+    _, outputs, (h,) = fused_gru(inputs, np.full((1, 1), 0.5, "float32"), None, zeros, zeros, bias)
+    keep = 1 / (1 + np.exp(-7.0))
+    expected = 0.5
+    for _ in range(steps):
+        expected = keep * expected + (1 - keep) * np.tanh(10.0)
+    assert h.dtype == tf.float32 and outputs.dtype == tf.bfloat16
+    np.testing.assert_allclose(float(h[0, 0]), expected, atol=1e-4)
+    assert expected - 0.5 > 0.015

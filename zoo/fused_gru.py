@@ -10,7 +10,9 @@ The same design as `zoo.fused_lstm`, for Keras' GRU with `reset_after=True`
 
 The backward loop keeps only `dz_t U^T`; the weight and input gradients are
 products over the whole window after it. Masks and `go_backwards` behave as in
-Keras. `GRU` is `keras.layers.GRU` taking this path where it applies, and
+Keras. Under a mixed policy the products run in bfloat16 and the gates and the
+state in float32, as in the LSTM loop: with z near 1 a step moves h by less
+than a bfloat16 state can hold. `GRU` is `keras.layers.GRU` taking this path where it applies, and
 `RNN_ZOO_FUSED_GRU=0` turns it off.
 """
 
@@ -19,7 +21,8 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
-from zoo.fused_lstm import cast_all, fused_loop_applies, masked_update, time_major, window_scan
+from zoo.fused_lstm import (cast_all, fused_loop_applies, masked_update, product, state_dtype,
+                             time_major, window_scan)
 from zoo.switches import switched_on
 
 ENVIRONMENT_SWITCH = "RNN_ZOO_FUSED_GRU"
@@ -44,10 +47,12 @@ def fused_gru(inputs, h0, mask, kernel, recurrent_kernel, bias, *, go_backwards=
         (last_output, outputs, [h]) as Keras' backend returns them.
     """
     x, m = time_major(inputs, mask, go_backwards)
-    kernel, recurrent_kernel, bias, h0 = cast_all(inputs.dtype, kernel, recurrent_kernel, bias, h0)
+    # Products in the inputs' dtype, gates and state in float32 (as fused_lstm's).
+    kernel, recurrent_kernel = cast_all(inputs.dtype, kernel, recurrent_kernel)
+    bias, h0 = cast_all(state_dtype(inputs.dtype), bias, h0)
     window = _gru_window if mask is not None else _gru_window_unmasked
     outputs, h = window(x, m, h0, kernel, recurrent_kernel, bias[0], bias[1])
-    outputs = tf.transpose(outputs, [1, 0, 2])
+    outputs = tf.transpose(tf.cast(outputs, inputs.dtype), [1, 0, 2])
     return outputs[:, -1], outputs, [h]
 
 
@@ -58,14 +63,17 @@ def _gru_window_function(masked: bool):
     def window(x, m, h0, kernel, recurrent_kernel, input_bias, recurrent_bias):
         steps, batch, features = tf.shape(x)[0], tf.shape(x)[1], tf.shape(x)[2]
         units = tf.shape(recurrent_kernel)[0]
+        products, state = x.dtype, h0.dtype
         x_flat = tf.reshape(x, [-1, features])
-        x_proj = tf.reshape(tf.matmul(x_flat, kernel) + input_bias, [steps, batch, 3 * units])
+        x_proj = tf.reshape(tf.cast(tf.matmul(x_flat, kernel), state) + input_bias,
+                            [steps, batch, 3 * units])
+        m = tf.cast(m, state)
 
         def step(carry, inputs):
             h, out = carry[:2]
             x_t, keep = inputs if masked else (inputs, None)
             x_z, x_r, x_h = tf.split(x_t, 3, axis=1)
-            u = tf.matmul(h, recurrent_kernel) + recurrent_bias
+            u = product(h, recurrent_kernel, products) + recurrent_bias
             u_z, u_r, u_h = tf.split(u, 3, axis=1)
             z, r = tf.sigmoid(x_z + u_z), tf.sigmoid(x_r + u_r)
             n = tf.tanh(x_h + r * u_h)
@@ -104,7 +112,7 @@ def _gru_window_function(masked: bool):
                     d_output, into_u_t, z_t = inputs
                     dh_new = dh + d_output
                 d_u = tf.concat([dh_new, dh_new, dh_new], axis=1) * into_u_t
-                dh_before = dh_new * z_t + tf.matmul(d_u, recurrent_kernel_t)
+                dh_before = dh_new * z_t + product(d_u, recurrent_kernel_t, products)
                 if not masked:
                     return dh_before, d_out, dh_new
                 return (1 - keep) * dh + dh_before, (1 - keep) * d_out_total, dh_new
@@ -115,11 +123,15 @@ def _gru_window_function(masked: bool):
             dh3 = tf.concat([dh_news, dh_news, dh_news], axis=2)
             d_x_flat = tf.reshape(dh3 * into_x, [-1, 3 * units])
             d_u_flat = tf.reshape(dh3 * into_u, [-1, 3 * units])
+            d_input_bias = tf.reduce_sum(d_x_flat, axis=0)
+            d_recurrent_bias = tf.reduce_sum(d_u_flat, axis=0)
+            d_x_flat, d_u_flat = tf.cast(d_x_flat, products), tf.cast(d_u_flat, products)
             d_kernel = tf.matmul(x_flat, d_x_flat, transpose_a=True)
-            d_recurrent = tf.matmul(tf.reshape(h_prev, [-1, units]), d_u_flat, transpose_a=True)
+            d_recurrent = tf.matmul(tf.cast(tf.reshape(h_prev, [-1, units]), products), d_u_flat,
+                                    transpose_a=True)
             d_inputs = tf.reshape(tf.matmul(d_x_flat, kernel, transpose_b=True), [steps, batch, features])
-            return (d_inputs, tf.zeros_like(m), dhs[0], d_kernel, d_recurrent,
-                    tf.reduce_sum(d_x_flat, axis=0), tf.reduce_sum(d_u_flat, axis=0))
+            return (d_inputs, tf.zeros_like(x[:, :, :1]), dhs[0], d_kernel, d_recurrent,
+                    d_input_bias, d_recurrent_bias)
 
         return (outs, hs[-1]), gradient
 
