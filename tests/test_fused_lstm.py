@@ -177,3 +177,17 @@ def test_bfloat16_products_keep_the_cell_state_in_float32():
     assert c.dtype == tf.float32 and outputs.dtype == tf.bfloat16
     np.testing.assert_allclose(float(c[0, 0]), expected, atol=1e-4)
     assert expected - 4.0 > 0.15
+
+
+def test_the_float32_state_switch_gives_the_bfloat16_loop_back(monkeypatch):
+    from zoo.fused_lstm import state_dtype
+
+    assert state_dtype(tf.bfloat16) == tf.float32 and state_dtype(tf.float32) == tf.float32
+    monkeypatch.setenv("RNN_ZOO_FLOAT32_STATE", "0")
+    assert state_dtype(tf.bfloat16) == tf.bfloat16
+    inputs = tf.zeros((1, 50, 1), tf.bfloat16)
+    bias = np.array([10.0, 10.0, np.arctanh(0.004), 0.0], "float32")
+    zeros = np.zeros((1, 4), "float32")
+    _, _, (_, c) = fused_lstm(inputs, np.zeros((1, 1), "float32"), np.full((1, 1), 4.0, "float32"),
+                              None, zeros, zeros, bias)
+    assert c.dtype == tf.bfloat16 and float(c[0, 0]) == 4.0  # every 0.004 lost

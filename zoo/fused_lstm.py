@@ -46,6 +46,7 @@ from zoo.switches import switched_on
 
 ENVIRONMENT_SWITCH = "RNN_ZOO_FUSED_LSTM"
 UNROLL_SWITCH = "RNN_ZOO_UNROLL_STEPS"
+FLOAT32_STATE_SWITCH = "RNN_ZOO_FLOAT32_STATE"
 DEFAULT_UNROLL_STEPS = 64
 
 
@@ -83,8 +84,12 @@ def fused_lstm(inputs, h0, c0, mask, kernel, recurrent_kernel, bias, *, go_backw
 def state_dtype(dtype):
     """The dtype a loop keeps its gates and state in: float32 when its products run in
     a 16-bit type. A bfloat16 cell state has 8 significant bits: at 4.0 it moves in steps
-    of 1/32, so the small updates an LSTM's cell accumulates over a window vanish."""
-    return tf.float32 if tf.as_dtype(dtype).size < 4 else tf.as_dtype(dtype)
+    of 1/32, so the small updates an LSTM's cell accumulates over a window vanish.
+    `RNN_ZOO_FLOAT32_STATE=0` keeps them in the products' dtype (for benchmarks only)."""
+    dtype = tf.as_dtype(dtype)
+    if dtype.size < 4 and switched_on(FLOAT32_STATE_SWITCH):
+        return tf.float32
+    return dtype
 
 
 def product(a, b, dtype, **options):
